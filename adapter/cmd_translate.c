@@ -15,30 +15,31 @@
 
 static void help(FILE *out)
 {
-    fprintf(out,
-            "usage: spbridge translate [--config FILE] [--mappings DIR] [--dialect NAME]\n"
-            "                          [--schema-dir DIR] [--pretty] FILE... | -\n\n"
-            "Translates GP system XML (GP2GP HL7 v3, native, or any configured dialect) into\n"
-            "FHIR R4: one transaction Bundle per referral or cancellation, one Observation\n"
-            "report record per declined or signposting event, one JSON document per line.\n\n"
-            "  --config FILE     configuration (default: built-in defaults)\n"
-            "  --mappings DIR    mapping set folder (overrides mappings_dir)\n"
-            "  --dialect NAME    dialect of the input (default: per practice, else detect)\n"
-            "  --schema-dir DIR  GP2GP XSD folder: validate GP2GP input against it\n"
-            "  --pretty          indent the JSON\n"
-            "  -h, --help        this help\n\n"
-            "An input with no trigger codes prints nothing (and says so on stderr), exit 0.\n"
-            "Invalid input prints a FHIR OperationOutcome on stdout and exits 3 (invalid),\n"
-            "4 (unmapped code), 5 (mapping or configuration error) or 6 (file not found).\n");
+    fprintf(out, "usage: spbridge translate [--config FILE] [--mappings DIR] [--dialect NAME]\n"
+                 "                          [--schema-dir DIR] [--pretty] FILE... | -\n\n"
+                 "Translates GP system XML (GP2GP HL7 v3, native, or any configured dialect) into\n"
+                 "FHIR R4: one transaction Bundle per referral or cancellation, one Observation\n"
+                 "report record per declined or signposting event, one JSON document per line.\n\n"
+                 "  --config FILE     configuration (default: built-in defaults)\n"
+                 "  --mappings DIR    mapping set folder (overrides mappings_dir)\n"
+                 "  --dialect NAME    dialect of the input (default: per practice, else detect)\n"
+                 "  --schema-dir DIR  GP2GP XSD folder: validate GP2GP input against it\n"
+                 "  --pretty          indent the JSON\n"
+                 "  -h, --help        this help\n\n"
+                 "An input with no trigger codes prints nothing (and says so on stderr), exit 0.\n"
+                 "Invalid input prints a FHIR OperationOutcome on stdout and exits 3 (invalid),\n"
+                 "4 (unmapped code), 5 (mapping or configuration error) or 6 (file not found).\n");
 }
 
 int spb_cmd_translate(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"config", required_argument, NULL, 'c'},  {"mappings", required_argument, NULL, 'm'},
-        {"dialect", required_argument, NULL, 'd'}, {"schema-dir", required_argument, NULL, 's'},
-        {"pretty", no_argument, NULL, 'p'},        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
+    static const struct option longopts[] = {{"config", required_argument, NULL, 'c'},
+                                             {"mappings", required_argument, NULL, 'm'},
+                                             {"dialect", required_argument, NULL, 'd'},
+                                             {"schema-dir", required_argument, NULL, 's'},
+                                             {"pretty", no_argument, NULL, 'p'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL, 0, NULL, 0}};
     const char *config_path = NULL, *mappings = NULL, *dialect = NULL, *schema_dir = NULL;
     int pretty = 0, opt, exit_code = 0;
     spb_config *cfg = NULL;
@@ -145,12 +146,11 @@ int spb_cmd_translate(int argc, char **argv)
             fputc('\n', stdout);
             free(text);
             snprintf(line, sizeof(line), "%d", tr.items[k].source_line);
-            spb_log(SPB_LOG_INFO, "translated", "file", name, "line", line, "dialect",
-                    tr.dialect, "kind", spb_event_kind_name(tr.items[k].kind), "event_id",
+            spb_log(SPB_LOG_INFO, "translated", "file", name, "line", line, "dialect", tr.dialect,
+                    "kind", spb_event_kind_name(tr.items[k].kind), "event_id",
                     tr.items[k].event_uuid, "referral", tr.items[k].source_uuid, "practice",
                     tr.items[k].practice_ods, "service", tr.items[k].service_id, "code",
-                    tr.items[k].trigger_code, "mappings", tr.mapping_version,
-                    (const char *)NULL);
+                    tr.items[k].trigger_code, "mappings", tr.mapping_version, (const char *)NULL);
         }
         spb_translation_clear(&tr);
     }

@@ -33,15 +33,21 @@ typedef struct setting {
     const char *doc;
 } setting;
 
-#define S(sec, key, type, field, mn, mx, def, req, doc)                                        \
-    {sec, key, type, offsetof(spb_config, field), sizeof(((spb_config *)0)->field), mn, mx, def, \
-     req, doc}
-#define SV(key, field, req, doc)                                                               \
-    {"service.*", key, CT_STRING, offsetof(spb_service_cfg, field),                            \
-     sizeof(((spb_service_cfg *)0)->field), 0, 0, "", req, doc}
-#define PR(key, field, req, doc)                                                               \
-    {"practice.*", key, CT_STRING, offsetof(spb_practice_cfg, field),                          \
-     sizeof(((spb_practice_cfg *)0)->field), 0, 0, "", req, doc}
+#define S(sec, key, type, field, mn, mx, def, req, doc)                                            \
+    {                                                                                              \
+        sec, key, type, offsetof(spb_config, field), sizeof(((spb_config *)0)->field), mn, mx,     \
+            def, req, doc                                                                          \
+    }
+#define SV(key, field, req, doc)                                                                   \
+    {                                                                                              \
+        "service.*", key, CT_STRING, offsetof(spb_service_cfg, field),                             \
+            sizeof(((spb_service_cfg *)0)->field), 0, 0, "", req, doc                              \
+    }
+#define PR(key, field, req, doc)                                                                   \
+    {                                                                                              \
+        "practice.*", key, CT_STRING, offsetof(spb_practice_cfg, field),                           \
+            sizeof(((spb_practice_cfg *)0)->field), 0, 0, "", req, doc                             \
+    }
 
 static const setting settings[] = {
     S("spbridge", "mappings_dir", CT_STRING, mappings_dir, 0, 0, SPB_DEFAULT_MAPPINGS_DIR, 0,
@@ -50,8 +56,8 @@ static const setting settings[] = {
       "GP2GP XSD folder; when set, GP2GP messages are validated against the official schema"),
     S("spbridge", "log_level", CT_LOGLEVEL, log_level, 0, 0, "info", 0,
       "debug, info, warn or error"),
-    S("spbridge", "xml_max_bytes", CT_LONG, xml_max_bytes, 1024, 256L * 1024 * 1024, "16777216",
-      0, "largest XML document accepted, in bytes"),
+    S("spbridge", "xml_max_bytes", CT_LONG, xml_max_bytes, 1024, 256L * 1024 * 1024, "16777216", 0,
+      "largest XML document accepted, in bytes"),
     S("spbridge", "xml_max_depth", CT_LONG, xml_max_depth, 8, 256, "128", 0,
       "deepest element nesting accepted"),
     S("routing", "default_service", CT_STRING, default_service, 0, 0, "", 0,
@@ -277,8 +283,7 @@ int spb_config_load(spb_config *cfg, const char *path, spb_diags *diags, spb_err
             found |= strcmp(cfg->services[k].id, cfg->practices[i].service) == 0;
         if (!found)
             cfg_error(st, 0, "[practice.%s] service '%s' has no [service.%s] section",
-                      cfg->practices[i].ods, cfg->practices[i].service,
-                      cfg->practices[i].service);
+                      cfg->practices[i].ods, cfg->practices[i].service, cfg->practices[i].service);
     }
     if (cfg->default_service[0] != '\0') {
         int found = 0;
@@ -362,8 +367,9 @@ int spb_config_route(void *user, const char *practice_ods, spb_route *out, spb_e
     if (svc == NULL) {
         spb_err_set(err, SPB_EINVALID, SPB_ISSUE_NOT_FOUND,
                     "practice %s has no social prescribing service configured", practice_ods);
-        spb_err_hint(err, "add a [practice.%s] section with service = ID, or set "
-                          "[routing] default_service",
+        spb_err_hint(err,
+                     "add a [practice.%s] section with service = ID, or set "
+                     "[routing] default_service",
                      practice_ods);
         return SPB_EINVALID;
     }

@@ -4,8 +4,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-void spb_diag_add(spb_diags *d, spb_diag_severity sev, const char *file, int line,
-                  const char *fmt, ...)
+void spb_diag_add(spb_diags *d, spb_diag_severity sev, const char *file, int line, const char *fmt,
+                  ...)
 {
     va_list ap;
     spb_diag_item *it;

@@ -169,8 +169,8 @@ static int sink(void *user, spb_event *ev, spb_err *err)
                  spb_cmap_files(cm, SPB_ROLE_TRIGGERS));
         if (ev->ncodes == 0)
             return fail(err, ev, doc, SPB_EINVALID, SPB_ISSUE_REQUIRED, "codes",
-                        "send the event's code (system and code)",
-                        "the %s event has no code", explicit_kind);
+                        "send the event's code (system and code)", "the %s event has no code",
+                        explicit_kind);
         return fail(err, ev, doc, SPB_EUNMAPPED, SPB_ISSUE_CODE_INVALID, "codes", fix,
                     "code %s (system %s) has no mapping in the triggers ConceptMap",
                     ev->codes[0].code, ev->codes[0].system);
@@ -202,8 +202,7 @@ static int sink(void *user, spb_event *ev, spb_err *err)
         item.kind = (spb_event_kind)kind;
         ref.kind = item.kind;
     }
-    snprintf(item.trigger_system, sizeof(item.trigger_system), "%s",
-             ev->codes[trig_index].system);
+    snprintf(item.trigger_system, sizeof(item.trigger_system), "%s", ev->codes[trig_index].system);
     snprintf(item.trigger_code, sizeof(item.trigger_code), "%s", ev->codes[trig_index].code);
 
     /* 2. Practice, patient, identifiers. */
@@ -386,10 +385,11 @@ static int choose_dialect(const spb_translate_opts *opts, xmlDocPtr doc, const c
         }
         if (!spb_profile_accepts(p, doc)) {
             spb_err_set(err, SPB_EINVALID, SPB_ISSUE_NOT_SUPPORTED,
-                        "the root element {%.100s}%.60s is not a %s document", root_ns,
-                        root_name, spb_profile_name(p));
-            spb_err_hint(err, "send the dialect's document type, or choose the right dialect "
-                              "(known: %s)",
+                        "the root element {%.100s}%.60s is not a %s document", root_ns, root_name,
+                        spb_profile_name(p));
+            spb_err_hint(err,
+                         "send the dialect's document type, or choose the right dialect "
+                         "(known: %s)",
                          known);
             spb_err_where(err, name, root ? (int)xmlGetLineNo(root) : 0, 0, NULL);
             return SPB_EINVALID;
@@ -407,8 +407,9 @@ static int choose_dialect(const spb_translate_opts *opts, xmlDocPtr doc, const c
     spb_err_set(err, SPB_EINVALID, SPB_ISSUE_NOT_SUPPORTED,
                 "no dialect accepts a document whose root element is {%.100s}%.60s", root_ns,
                 root_name);
-    spb_err_hint(err, "name the dialect explicitly (known: %s) or write a dialect profile for "
-                      "this format (docs/integration-engineers.md)",
+    spb_err_hint(err,
+                 "name the dialect explicitly (known: %s) or write a dialect profile for "
+                 "this format (docs/integration-engineers.md)",
                  known);
     spb_err_where(err, name, root ? (int)xmlGetLineNo(root) : 0, 0, NULL);
     return SPB_EINVALID;

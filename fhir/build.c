@@ -16,9 +16,9 @@
 
 #include "spbridge/ident.h"
 
-#define EXT_NHS_VERIFICATION                                                                   \
+#define EXT_NHS_VERIFICATION                                                                       \
     "https://fhir.hl7.org.uk/StructureDefinition/Extension-UKCore-NHSNumberVerificationStatus"
-#define CS_NHS_VERIFICATION                                                                    \
+#define CS_NHS_VERIFICATION                                                                        \
     "https://fhir.hl7.org.uk/CodeSystem/UKCore-NHSNumberVerificationStatusEngland"
 #define EXT_INTERPRETER "http://hl7.org/fhir/StructureDefinition/patient-interpreterRequired"
 
@@ -146,12 +146,10 @@ static json_t *build_patient(const spb_referral *r)
     if (spb_event_get(ev, SPB_F_PATIENT_INTERPRETER) != NULL) {
         int yes = strcmp(spb_event_get(ev, SPB_F_PATIENT_INTERPRETER), "true") == 0;
         json_object_set_new(p, "extension",
-                            json_pack("[{s:s, s:b}]", "url", EXT_INTERPRETER, "valueBoolean",
-                                      yes));
+                            json_pack("[{s:s, s:b}]", "url", EXT_INTERPRETER, "valueBoolean", yes));
     }
     if (r->nhs_verification != NULL) {
-        json_t *ext = json_pack("[{s:s, s:o}]", "url", EXT_NHS_VERIFICATION,
-                                "valueCodeableConcept",
+        json_t *ext = json_pack("[{s:s, s:o}]", "url", EXT_NHS_VERIFICATION, "valueCodeableConcept",
                                 codeable(CS_NHS_VERIFICATION, r->nhs_verification,
                                          verification_display(r->nhs_verification)));
         /* extension first: FHIR JSON element order within Identifier */
@@ -168,15 +166,13 @@ static json_t *build_patient(const spb_referral *r)
     {
         json_t *telecom = json_array();
         if (spb_event_get(ev, SPB_F_PATIENT_PHONE) != NULL)
-            json_array_append_new(telecom, json_pack("{s:s, s:s, s:s}", "system", "phone",
-                                                     "value",
-                                                     spb_event_get(ev, SPB_F_PATIENT_PHONE),
-                                                     "use", "home"));
+            json_array_append_new(telecom,
+                                  json_pack("{s:s, s:s, s:s}", "system", "phone", "value",
+                                            spb_event_get(ev, SPB_F_PATIENT_PHONE), "use", "home"));
         if (spb_event_get(ev, SPB_F_PATIENT_EMAIL) != NULL)
-            json_array_append_new(telecom, json_pack("{s:s, s:s, s:s}", "system", "email",
-                                                     "value",
-                                                     spb_event_get(ev, SPB_F_PATIENT_EMAIL),
-                                                     "use", "home"));
+            json_array_append_new(telecom,
+                                  json_pack("{s:s, s:s, s:s}", "system", "email", "value",
+                                            spb_event_get(ev, SPB_F_PATIENT_EMAIL), "use", "home"));
         if (json_array_size(telecom) > 0)
             json_object_set_new(p, "telecom", telecom);
         else
@@ -192,8 +188,7 @@ static json_t *build_patient(const spb_referral *r)
         if (ev->f[SPB_F_PATIENT_ADDRESS_LINE].n > 0) {
             json_t *lines = json_array();
             for (size_t i = 0; i < ev->f[SPB_F_PATIENT_ADDRESS_LINE].n; i++)
-                json_array_append_new(lines,
-                                      json_string(ev->f[SPB_F_PATIENT_ADDRESS_LINE].v[i]));
+                json_array_append_new(lines, json_string(ev->f[SPB_F_PATIENT_ADDRESS_LINE].v[i]));
             json_object_set_new(a, "line", lines);
         }
         set_str(a, "city", spb_event_get(ev, SPB_F_PATIENT_ADDRESS_CITY));
@@ -251,7 +246,7 @@ static int practitioner_identifier(const spb_referral *r, char *system, size_t s
 typedef struct parties {
     char patient[64], practice[64], service[64], practitioner[64], role[64];
     int have_practitioner;
-    json_t *service_ref; /* owned */
+    json_t *service_ref;   /* owned */
     json_t *requester_ref; /* owned */
 } parties;
 
@@ -267,15 +262,14 @@ static int add_parties(json_t *entries, const spb_referral *r, parties *pt)
         return -1;
     snprintf(query, sizeof(query), "identifier=%s|%s", SPB_SYS_NHS_NUMBER, r->nhs_number);
     json_array_append_new(entries, entry(pt->patient, build_patient(r), "POST", "Patient", query));
-    json_object_set_new(json_object_get(json_array_get(entries, json_array_size(entries) - 1),
-                                        "resource"),
-                        "generalPractitioner", json_pack("[o]", reference(pt->practice)));
+    json_object_set_new(
+        json_object_get(json_array_get(entries, json_array_size(entries) - 1), "resource"),
+        "generalPractitioner", json_pack("[o]", reference(pt->practice)));
     snprintf(query, sizeof(query), "identifier=%s|%s", SPB_SYS_ODS, r->practice_ods);
-    json_array_append_new(entries,
-                          entry(pt->practice,
-                                build_org(r->practice_ods,
-                                          spb_event_get(r->ev, SPB_F_PRACTICE_NAME)),
-                                "POST", "Organization", query));
+    json_array_append_new(
+        entries,
+        entry(pt->practice, build_org(r->practice_ods, spb_event_get(r->ev, SPB_F_PRACTICE_NAME)),
+              "POST", "Organization", query));
 
     have = practitioner_identifier(r, psys, sizeof(psys), pval, sizeof(pval));
     if (have < 0)
@@ -322,13 +316,12 @@ static int add_parties(json_t *entries, const spb_referral *r, parties *pt)
                                           spb_event_get(r->ev, SPB_F_CLINICIAN_ROLE_CODE),
                                           spb_event_get(r->ev, SPB_F_CLINICIAN_ROLE_DISPLAY))));
         } else if (spb_event_get(r->ev, SPB_F_CLINICIAN_ROLE_DISPLAY) != NULL) {
-            json_object_set_new(role, "code",
-                                json_pack("[{s:s}]", "text",
-                                          spb_event_get(r->ev, SPB_F_CLINICIAN_ROLE_DISPLAY)));
+            json_object_set_new(
+                role, "code",
+                json_pack("[{s:s}]", "text", spb_event_get(r->ev, SPB_F_CLINICIAN_ROLE_DISPLAY)));
         }
         snprintf(query, sizeof(query), "identifier=%s|%s", role_sys, role_val);
-        json_array_append_new(entries,
-                              entry(pt->role, role, "POST", "PractitionerRole", query));
+        json_array_append_new(entries, entry(pt->role, role, "POST", "PractitionerRole", query));
         pt->have_practitioner = 1;
         pt->requester_ref = reference(pt->role);
     } else {
@@ -340,14 +333,13 @@ static int add_parties(json_t *entries, const spb_referral *r, parties *pt)
             return -1;
         snprintf(query, sizeof(query), "identifier=%s|%s", SPB_SYS_ODS, r->service_ods);
         json_array_append_new(entries,
-                              entry(pt->service, build_org(r->service_ods, r->service_name),
-                                    "POST", "Organization", query));
+                              entry(pt->service, build_org(r->service_ods, r->service_name), "POST",
+                                    "Organization", query));
         pt->service_ref = reference(pt->service);
     } else {
         /* no ODS code configured for the service: a logical reference by name */
-        pt->service_ref = json_pack("{s:s}", "display",
-                                    r->service_name ? r->service_name
-                                                    : "Social prescribing service");
+        pt->service_ref = json_pack(
+            "{s:s}", "display", r->service_name ? r->service_name : "Social prescribing service");
     }
     return 0;
 }
@@ -356,14 +348,12 @@ static json_t *request_code(const spb_referral *r)
 {
     json_t *codings = json_array();
     for (size_t i = 0; i < r->nrequest_codes; i++)
-        json_array_append_new(codings, coding(r->request_codes[i].system,
-                                              r->request_codes[i].code,
+        json_array_append_new(codings, coding(r->request_codes[i].system, r->request_codes[i].code,
                                               r->request_codes[i].display));
     return json_pack("{s:o}", "coding", codings);
 }
 
-static json_t *build_service_request(const spb_referral *r, const parties *pt,
-                                     const char *status)
+static json_t *build_service_request(const spb_referral *r, const parties *pt, const char *status)
 {
     json_t *sr = json_object();
     char idval[64];
@@ -375,9 +365,9 @@ static json_t *build_service_request(const spb_referral *r, const parties *pt,
     json_object_set_new(sr, "identifier", json_pack("[o]", identifier(SPB_SYS_URN, idval)));
     json_object_set_new(sr, "status", json_string(status));
     json_object_set_new(sr, "intent", json_string("order"));
-    json_object_set_new(sr, "category",
-                        json_pack("[o]", codeable(SPB_SYS_SNOMED, "410606002",
-                                                  "Social service procedure")));
+    json_object_set_new(
+        sr, "category",
+        json_pack("[o]", codeable(SPB_SYS_SNOMED, "410606002", "Social service procedure")));
     set_str(sr, "priority", r->priority);
     json_object_set_new(sr, "code", request_code(r));
     json_object_set_new(sr, "subject", reference(pt->patient));
@@ -387,8 +377,8 @@ static json_t *build_service_request(const spb_referral *r, const parties *pt,
     if (r->nreasons > 0) {
         json_t *reasons = json_array();
         for (size_t i = 0; i < r->nreasons; i++)
-            json_array_append_new(reasons, codeable(r->reasons[i].system, r->reasons[i].code,
-                                                    r->reasons[i].display));
+            json_array_append_new(
+                reasons, codeable(r->reasons[i].system, r->reasons[i].code, r->reasons[i].display));
         json_object_set_new(sr, "reasonCode", reasons);
     }
     if (note != NULL)
@@ -446,7 +436,8 @@ json_t *spb_fhir_referral_bundle(const spb_referral *r, spb_err *err)
     char sr_url[64], task_url[64], query[200];
     json_t *out = NULL;
 
-    if (add_parties(entries, r, &pt) < 0 || full_url(sr_url, "ServiceRequest", r->source_uuid) < 0 ||
+    if (add_parties(entries, r, &pt) < 0 ||
+        full_url(sr_url, "ServiceRequest", r->source_uuid) < 0 ||
         full_url(task_url, "Task", r->source_uuid) < 0) {
         spb_err_set(err, SPB_ERR, SPB_ISSUE_EXCEPTION, "cannot build the referral bundle");
         goto out;
@@ -454,9 +445,8 @@ json_t *spb_fhir_referral_bundle(const spb_referral *r, spb_err *err)
     snprintf(query, sizeof(query), "identifier=%s|urn:uuid:%s", SPB_SYS_URN, r->source_uuid);
     json_array_append_new(entries, entry(sr_url, build_service_request(r, &pt, "active"), "POST",
                                          "ServiceRequest", query));
-    json_array_append_new(entries, entry(task_url,
-                                         build_task(r, &pt, sr_url, "requested", NULL), "POST",
-                                         "Task", query));
+    json_array_append_new(entries, entry(task_url, build_task(r, &pt, sr_url, "requested", NULL),
+                                         "POST", "Task", query));
     out = bundle_with(entries);
     entries = NULL;
 out:
@@ -472,7 +462,8 @@ json_t *spb_fhir_cancellation_bundle(const spb_referral *r, spb_err *err)
     char sr_url[64], task_url[64], sr_cond[200], task_cond[200];
     json_t *out = NULL;
 
-    if (add_parties(entries, r, &pt) < 0 || full_url(sr_url, "ServiceRequest", r->source_uuid) < 0 ||
+    if (add_parties(entries, r, &pt) < 0 ||
+        full_url(sr_url, "ServiceRequest", r->source_uuid) < 0 ||
         full_url(task_url, "Task", r->source_uuid) < 0) {
         spb_err_set(err, SPB_ERR, SPB_ISSUE_EXCEPTION, "cannot build the cancellation bundle");
         goto out;
@@ -482,13 +473,12 @@ json_t *spb_fhir_cancellation_bundle(const spb_referral *r, spb_err *err)
              r->source_uuid);
     snprintf(task_cond, sizeof(task_cond), "Task?identifier=%s|urn:uuid:%s", SPB_SYS_URN,
              r->source_uuid);
-    json_array_append_new(entries, entry(sr_url, build_service_request(r, &pt, "revoked"), "PUT",
-                                         sr_cond, NULL));
-    json_array_append_new(entries,
-                          entry(task_url,
-                                build_task(r, &pt, sr_url, "cancelled",
-                                           "Referral withdrawn by the referring practice"),
-                                "PUT", task_cond, NULL));
+    json_array_append_new(
+        entries, entry(sr_url, build_service_request(r, &pt, "revoked"), "PUT", sr_cond, NULL));
+    json_array_append_new(entries, entry(task_url,
+                                         build_task(r, &pt, sr_url, "cancelled",
+                                                    "Referral withdrawn by the referring practice"),
+                                         "PUT", task_cond, NULL));
     out = bundle_with(entries);
     entries = NULL;
 out:
@@ -515,13 +505,13 @@ json_t *spb_fhir_report_record(const spb_referral *r, spb_err *err)
                                                   "observation-category",
                                                   "social-history", "Social History")));
     json_object_set_new(o, "code", request_code(r));
-    json_object_set_new(o, "subject",
-                        json_pack("{s:o}", "identifier",
-                                  identifier(SPB_SYS_NHS_NUMBER, r->nhs_number)));
+    json_object_set_new(
+        o, "subject",
+        json_pack("{s:o}", "identifier", identifier(SPB_SYS_NHS_NUMBER, r->nhs_number)));
     set_str(o, "effectiveDateTime", spb_event_get(r->ev, SPB_F_EVENT_RECORDED));
-    json_object_set_new(o, "performer",
-                        json_pack("[{s:o}]", "identifier",
-                                  identifier(SPB_SYS_ODS, r->practice_ods)));
+    json_object_set_new(
+        o, "performer",
+        json_pack("[{s:o}]", "identifier", identifier(SPB_SYS_ODS, r->practice_ods)));
     return o;
 }
 
@@ -541,6 +531,8 @@ json_t *spb_fhir_operation_outcome(const spb_err *err)
     }
     used += (size_t)snprintf(diag + used, sizeof(diag) - used, "%s",
                              err->message[0] ? err->message : "unknown error");
+    while (used > 0 && used < sizeof(diag) && diag[used - 1] == '.')
+        diag[--used] = '\0';
     if (err->hint[0] != '\0' && used < sizeof(diag))
         snprintf(diag + used, sizeof(diag) - used, ". Fix: %s", err->hint);
     json_object_set_new(issue, "severity", json_string("error"));

@@ -121,15 +121,14 @@ int spb_uuid_v5(char out[SPB_UUID_LEN + 1], const char *name)
         return -1;
     if (EVP_DigestInit_ex(ctx, EVP_sha1(), NULL) != 1 ||
         EVP_DigestUpdate(ctx, spb_namespace, sizeof(spb_namespace)) != 1 ||
-        EVP_DigestUpdate(ctx, name, strlen(name)) != 1 ||
-        EVP_DigestFinal_ex(ctx, md, &md_len) != 1)
+        EVP_DigestUpdate(ctx, name, strlen(name)) != 1 || EVP_DigestFinal_ex(ctx, md, &md_len) != 1)
         goto out;
     md[6] = (unsigned char)((md[6] & 0x0f) | 0x50); /* version 5 */
     md[8] = (unsigned char)((md[8] & 0x3f) | 0x80); /* RFC 4122 variant */
     snprintf(out, SPB_UUID_LEN + 1,
-             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", md[0],
-             md[1], md[2], md[3], md[4], md[5], md[6], md[7], md[8], md[9], md[10], md[11],
-             md[12], md[13], md[14], md[15]);
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", md[0], md[1],
+             md[2], md[3], md[4], md[5], md[6], md[7], md[8], md[9], md[10], md[11], md[12], md[13],
+             md[14], md[15]);
     rc = 0;
 out:
     EVP_MD_CTX_free(ctx);

@@ -160,7 +160,7 @@ static int add_entry(spb_cmap_set *s, const entry *e)
 
 static int valid_equivalence(const char *e)
 {
-    static const char *ok[] = {"relatedto", "equivalent", "equal",     "wider",    "subsumes",
+    static const char *ok[] = {"relatedto", "equivalent",  "equal",   "wider",     "subsumes",
                                "narrower",  "specializes", "inexact", "unmatched", "disjoint"};
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         if (strcmp(e, ok[i]) == 0)
@@ -202,17 +202,17 @@ int spb_cmap_set_load(spb_cmap_set *s, spb_map_role role, const char *path, spb_
     size_t first_entry = s->n;
     int fidx;
 
-#define CM_ERROR(line_, ...)                                                                   \
-    do {                                                                                       \
-        char msg_[400];                                                                        \
-        snprintf(msg_, sizeof(msg_), __VA_ARGS__);                                             \
-        spb_diag_add(diags, SPB_DIAG_ERROR, path, (line_), "%s", msg_);                        \
-        if (errors++ == 0) {                                                                   \
-            spb_err_set(err, SPB_ECONFIG, SPB_ISSUE_PROCESSING, "%s", msg_);                   \
-            spb_err_where(err, path, (line_), 0, NULL);                                        \
-            spb_err_hint(err, "fix the ConceptMap; `spbridge mappings check` lists every "     \
-                              "problem");                                                      \
-        }                                                                                      \
+#define CM_ERROR(line_, ...)                                                                       \
+    do {                                                                                           \
+        char msg_[400];                                                                            \
+        snprintf(msg_, sizeof(msg_), __VA_ARGS__);                                                 \
+        spb_diag_add(diags, SPB_DIAG_ERROR, path, (line_), "%s", msg_);                            \
+        if (errors++ == 0) {                                                                       \
+            spb_err_set(err, SPB_ECONFIG, SPB_ISSUE_PROCESSING, "%s", msg_);                       \
+            spb_err_where(err, path, (line_), 0, NULL);                                            \
+            spb_err_hint(err, "fix the ConceptMap; `spbridge mappings check` lists every "         \
+                              "problem");                                                          \
+        }                                                                                          \
     } while (0)
 
     if (s->nfiles >= MAX_FILES) {
@@ -268,8 +268,9 @@ int spb_cmap_set_load(spb_cmap_set *s, spb_map_role role, const char *path, spb_
         json_t *elements = json_object_get(g, "element");
         json_t *unmapped = json_object_get(g, "unmapped");
         if (src == NULL || !spb_is_absolute_uri(src)) {
-            CM_ERROR(0, "group %zu: source must be the code system URI (e.g. "
-                        "http://snomed.info/sct), got '%s'",
+            CM_ERROR(0,
+                     "group %zu: source must be the code system URI (e.g. "
+                     "http://snomed.info/sct), got '%s'",
                      gi + 1, src ? src : "(none)");
             continue;
         }
@@ -281,8 +282,9 @@ int spb_cmap_set_load(spb_cmap_set *s, spb_map_role role, const char *path, spb_
         if (json_is_object(unmapped)) {
             const char *mode = str_member(unmapped, "mode");
             if (mode == NULL || (strcmp(mode, "provided") != 0 && strcmp(mode, "fixed") != 0)) {
-                CM_ERROR(0, "group %zu: unmapped.mode must be provided or fixed "
-                            "(other-map is not supported)",
+                CM_ERROR(0,
+                         "group %zu: unmapped.mode must be provided or fixed "
+                         "(other-map is not supported)",
                          gi + 1);
             } else if (s->nunmapped < (int)(sizeof(s->unmapped) / sizeof(s->unmapped[0]))) {
                 unmapped_rule *u = &s->unmapped[s->nunmapped++];
@@ -307,8 +309,7 @@ int spb_cmap_set_load(spb_cmap_set *s, spb_map_role role, const char *path, spb_
             int line;
             entry e;
             if (code == NULL || !spb_is_fhir_code(code)) {
-                CM_ERROR(0, "group %zu element %zu: code is missing or not a code", gi + 1,
-                         ei + 1);
+                CM_ERROR(0, "group %zu element %zu: code is missing or not a code", gi + 1, ei + 1);
                 continue;
             }
             line = line_of_code(mf->text, code, 0);
@@ -320,8 +321,9 @@ int spb_cmap_set_load(spb_cmap_set *s, spb_map_role role, const char *path, spb_
                 json_t *t = json_array_get(targets, ti);
                 const char *eq = str_member(t, "equivalence");
                 if (json_object_get(t, "relationship") != NULL) {
-                    CM_ERROR(line, "element %s uses 'relationship' (FHIR R5); R4 ConceptMaps "
-                                   "use 'equivalence'",
+                    CM_ERROR(line,
+                             "element %s uses 'relationship' (FHIR R5); R4 ConceptMaps "
+                             "use 'equivalence'",
                              code);
                     continue;
                 }
@@ -374,17 +376,25 @@ done:
                              a->system, a->code, newer == a ? ta : tb, newer == a ? tb : ta,
                              s->files[older->file].path, older->line);
                 else
-                    spb_diag_add(diags, SPB_DIAG_WARNING, s->files[newer->file].path,
-                                 newer->line, "%s|%s is mapped twice to the same target '%s'",
-                                 a->system, a->code, ta);
+                    spb_diag_add(diags, SPB_DIAG_WARNING, s->files[newer->file].path, newer->line,
+                                 "%s|%s is mapped twice to the same target '%s'", a->system,
+                                 a->code, ta);
             }
         }
     }
     {
         char *list = s->file_lists[role];
         size_t used = strlen(list);
-        snprintf(list + used, sizeof(s->file_lists[role]) - used, "%s%s", used ? ", " : "",
-                 path);
+        /* name files by their place in the mapping set (conceptmaps/x.json), not by the
+         * absolute path of this machine */
+        const char *label = path + strlen(path);
+        int slashes = 0;
+        while (label > path && slashes < 2) {
+            if (label[-1] == '/' && ++slashes == 2)
+                break;
+            label--;
+        }
+        snprintf(list + used, sizeof(s->file_lists[role]) - used, "%s%s", used ? ", " : "", label);
     }
     return errors ? SPB_ECONFIG : 0;
 #undef CM_ERROR

@@ -167,8 +167,7 @@ static int hash_file(EVP_MD_CTX *ctx, const char *path)
     return 0;
 }
 
-int spb_mapping_set_load(spb_mapping_set **out, const char *dir, spb_diags *diags,
-                         spb_err *err)
+int spb_mapping_set_load(spb_mapping_set **out, const char *dir, spb_diags *diags, spb_err *err)
 {
     manifest_state *st = NULL;
     spb_mapping_set *m = NULL;
@@ -219,8 +218,8 @@ int spb_mapping_set_load(spb_mapping_set **out, const char *dir, spb_diags *diag
         }
         if (strcmp(spb_profile_name(p), st->dialects[i].name) != 0) {
             mf_error(st, st->dialects[i].line,
-                     "manifest calls the dialect '%s' but %s says name = %s",
-                     st->dialects[i].name, st->dialects[i].path, spb_profile_name(p));
+                     "manifest calls the dialect '%s' but %s says name = %s", st->dialects[i].name,
+                     st->dialects[i].path, spb_profile_name(p));
         }
         m->dialects[m->ndialects++] = p;
         hash_file(md, st->dialects[i].path);

@@ -28,10 +28,10 @@
 
 #include "spbridge/transform.h"
 
-#define MAX_NS 16
-#define MAX_LETS 48
-#define MAX_ALTS 8
-#define MAX_MAPS 24
+#define MAX_NS    16
+#define MAX_LETS  48
+#define MAX_ALTS  8
+#define MAX_MAPS  24
 #define MAX_STEPS 4
 #define VALUE_MAX 4096 /* longest field value kept; longer text is an input error */
 
@@ -273,8 +273,8 @@ static void parse_transform(load_state *st, transform *t, const char *value, con
                 *sp = '\0';
             }
             if (fmt[0] == '\0') {
-                load_error(st, st->line, "%s for %s needs a format: hl7, iso or pattern:...",
-                           tok, field);
+                load_error(st, st->line, "%s for %s needs a format: hl7, iso or pattern:...", tok,
+                           field);
                 return;
             }
             if (strcmp(fmt, "hl7") != 0 && strcmp(fmt, "iso") != 0 &&
@@ -363,8 +363,8 @@ static int handler(void *user, const char *section, const char *name, const char
     if (strcmp(section, "dialect") == 0) {
         if (strcmp(name, "name") == 0) {
             if (!valid_name(value, 0) || strlen(value) >= sizeof(p->name))
-                load_error(st, st->line,
-                           "dialect name '%s' must be letters, digits, '_' or '-'", value);
+                load_error(st, st->line, "dialect name '%s' must be letters, digits, '_' or '-'",
+                           value);
             else
                 snprintf(p->name, sizeof(p->name), "%s", value);
         } else if (strcmp(name, "title") == 0) {
@@ -384,8 +384,8 @@ static int handler(void *user, const char *section, const char *name, const char
                 /* relative to the profile's own folder */
                 const char *slash = strrchr(p->path, '/');
                 int dl = slash ? (int)(slash - p->path) : 1;
-                snprintf(p->schemas[p->nschemas].path, sizeof(p->schemas[0].path), "%.*s/%s",
-                         dl, slash ? p->path : ".", value);
+                snprintf(p->schemas[p->nschemas].path, sizeof(p->schemas[0].path), "%.*s/%s", dl,
+                         slash ? p->path : ".", value);
                 if (access(p->schemas[p->nschemas].path, R_OK) != 0)
                     load_error(st, st->line, "schema file %s is not readable",
                                p->schemas[p->nschemas].path);
@@ -430,8 +430,7 @@ static int handler(void *user, const char *section, const char *name, const char
                 alt_list *al = &p->lets[i].alts;
                 if (i != p->nlets - 1) {
                     load_error(st, st->line,
-                               "fallbacks for $%s must follow its first definition directly",
-                               name);
+                               "fallbacks for $%s must follow its first definition directly", name);
                     return 1;
                 }
                 if (al->n >= MAX_ALTS) {
@@ -580,12 +579,13 @@ static void finish_load(load_state *st)
     if (p->name[0] == '\0')
         load_error(st, 1, "[dialect] name is required");
     if (p->events.text == NULL)
-        load_error(st, 1, "[dialect] events is required: an XPath selecting each candidate "
-                          "event");
+        load_error(st, 1,
+                   "[dialect] events is required: an XPath selecting each candidate "
+                   "event");
     {
-        static const spb_field_id required[] = {SPB_F_EVENT_ID, SPB_F_PRACTICE_ODS,
+        static const spb_field_id required[] = {SPB_F_EVENT_ID,           SPB_F_PRACTICE_ODS,
                                                 SPB_F_PATIENT_NHS_NUMBER, SPB_F_CODES,
-                                                SPB_F_CODES_CODE, SPB_F_CODES_SYSTEM};
+                                                SPB_F_CODES_CODE,         SPB_F_CODES_SYSTEM};
         for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
             if (p->fields[required[i]].n == 0)
                 load_error(st, 1, "[fields] %s is required", spb_fields[required[i]].name);
@@ -609,8 +609,9 @@ static void finish_load(load_state *st)
     }
     if (spb_fields[SPB_F_NEEDS].type == SPB_FT_GROUP && p->fields[SPB_F_NEEDS].n > 0 &&
         p->fields[SPB_F_NEEDS_CODE].n == 0)
-        load_error(st, p->fields[SPB_F_NEEDS].e[0].line, "needs is selected but needs.code is "
-                                                         "not given");
+        load_error(st, p->fields[SPB_F_NEEDS].e[0].line,
+                   "needs is selected but needs.code is "
+                   "not given");
 
     /* Compile and trial-run every expression against an empty document. */
     dummy = xmlReadMemory("<spbridge-check/>", 17, "check.xml", NULL, XML_PARSE_NONET);
@@ -631,9 +632,9 @@ static void finish_load(load_state *st)
     /* event.id, event.kind and codes decide whether a candidate is an event at all, before
      * any variable is computed, so they must not use variables. */
     {
-        static const spb_field_id early[] = {SPB_F_EVENT_ID, SPB_F_EVENT_KIND, SPB_F_CODES,
-                                             SPB_F_CODES_CODE, SPB_F_CODES_SYSTEM,
-                                             SPB_F_CODES_DISPLAY};
+        static const spb_field_id early[] = {SPB_F_EVENT_ID,     SPB_F_EVENT_KIND,
+                                             SPB_F_CODES,        SPB_F_CODES_CODE,
+                                             SPB_F_CODES_SYSTEM, SPB_F_CODES_DISPLAY};
         for (size_t i = 0; i < sizeof(early) / sizeof(early[0]); i++) {
             for (int k = 0; k < p->fields[early[i]].n; k++) {
                 if (strchr(p->fields[early[i]].e[k].text, '$') != NULL)
@@ -678,8 +679,9 @@ int spb_profile_load(spb_profile **out, const char *path, spb_diags *diags, spb_
     }
     rc = ini_parse_stream(reader, &st, handler, &st);
     if (rc > 0)
-        load_error(&st, rc, "syntax error (expected [section], key = value, or an indented "
-                            "continuation)");
+        load_error(&st, rc,
+                   "syntax error (expected [section], key = value, or an indented "
+                   "continuation)");
     else if (rc < 0)
         load_error(&st, 0, "cannot read the file (out of memory)");
     if (st.errors == 0)
@@ -823,28 +825,59 @@ static int normalise(char *out, size_t out_size, const char *in, int keep_lines)
     return (int)n;
 }
 
+/* A readable location: local names with positions only where siblings share the name,
+ * e.g. /EhrExtract/component/ehrFolder/component[2]/ehrComposition/.../@value. */
+static void node_path(xmlNodePtr node, char *path, size_t path_size)
+{
+    char parts[32][80];
+    int n = 0;
+    size_t used = 0;
+
+    path[0] = '\0';
+    for (xmlNodePtr cur = node; cur != NULL && cur->type != XML_DOCUMENT_NODE && n < 32;
+         cur = cur->parent) {
+        if (cur->type == XML_ATTRIBUTE_NODE) {
+            snprintf(parts[n++], sizeof(parts[0]), "@%s", (const char *)cur->name);
+        } else if (cur->type == XML_ELEMENT_NODE) {
+            int pos = 0, same = 0;
+            for (xmlNodePtr sib = cur->parent ? cur->parent->children : NULL; sib != NULL;
+                 sib = sib->next) {
+                if (sib->type != XML_ELEMENT_NODE || !xmlStrEqual(sib->name, cur->name))
+                    continue;
+                same++;
+                if (sib == cur)
+                    pos = same;
+            }
+            if (same > 1)
+                snprintf(parts[n++], sizeof(parts[0]), "%s[%d]", (const char *)cur->name, pos);
+            else
+                snprintf(parts[n++], sizeof(parts[0]), "%s", (const char *)cur->name);
+        }
+    }
+    for (int i = n - 1; i >= 0 && used + 1 < path_size; i--) {
+        int w = snprintf(path + used, path_size - used, "/%s", parts[i]);
+        if (w < 0)
+            break;
+        used += (size_t)w;
+    }
+}
+
 static void node_location(xmlNodePtr node, int *line, char *path, size_t path_size)
 {
-    xmlChar *np;
-
     *line = 0;
     path[0] = '\0';
     if (node == NULL)
         return;
-    *line = (int)xmlGetLineNo(node->type == XML_ATTRIBUTE_NODE && node->parent ? node->parent
-                                                                                : node);
-    np = xmlGetNodePath(node);
-    if (np != NULL) {
-        snprintf(path, path_size, "%s", (const char *)np);
-        xmlFree(np);
-    }
+    *line =
+        (int)xmlGetLineNo(node->type == XML_ATTRIBUTE_NODE && node->parent ? node->parent : node);
+    node_path(node, path, path_size);
 }
 
-static int value_error(eval *ev, xmlNodePtr where, int fallback_line, int code,
-                       spb_issue issue, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static int value_error(eval *ev, xmlNodePtr where, int fallback_line, int code, spb_issue issue,
+                       const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 
-static int value_error(eval *ev, xmlNodePtr where, int fallback_line, int code,
-                       spb_issue issue, const char *fmt, ...)
+static int value_error(eval *ev, xmlNodePtr where, int fallback_line, int code, spb_issue issue,
+                       const char *fmt, ...)
 {
     char msg[SPB_ERR_MSG_MAX];
     char path[SPB_ERR_PATH_MAX];
@@ -861,8 +894,8 @@ static int value_error(eval *ev, xmlNodePtr where, int fallback_line, int code,
 }
 
 /* Applies one field's transform chain in place. */
-static int apply_transform(eval *ev, spb_field_id id, char *val, size_t val_size,
-                           xmlNodePtr where, int event_line)
+static int apply_transform(eval *ev, spb_field_id id, char *val, size_t val_size, xmlNodePtr where,
+                           int event_line)
 {
     const transform *t = &ev->p->transforms[id];
     char tmp[VALUE_MAX];
@@ -924,10 +957,10 @@ static int apply_transform(eval *ev, spb_field_id id, char *val, size_t val_size
         case T_DATETIME: {
             spb_err terr;
             spb_err_clear(&terr);
-            if (spb_time_convert(tmp, sizeof(tmp), val, s->arg, s->zone, s->kind == T_DATE,
-                                 &terr) < 0) {
-                value_error(ev, where, event_line, SPB_EINVALID, SPB_ISSUE_VALUE,
-                            "%s: %s", spb_fields[id].name, terr.message);
+            if (spb_time_convert(tmp, sizeof(tmp), val, s->arg, s->zone, s->kind == T_DATE, &terr) <
+                0) {
+                value_error(ev, where, event_line, SPB_EINVALID, SPB_ISSUE_VALUE, "%s: %s",
+                            spb_fields[id].name, terr.message);
                 spb_err_hint(ev->err, "%s", terr.hint);
                 return SPB_EINVALID;
             }
@@ -948,17 +981,17 @@ static int apply_transform(eval *ev, spb_field_id id, char *val, size_t val_size
             } else if (m->fallback != NULL) {
                 const char *hole = strstr(m->fallback, "{}");
                 if (hole != NULL)
-                    snprintf(tmp, sizeof(tmp), "%.*s%s%s", (int)(hole - m->fallback),
-                             m->fallback, val, hole + 2);
+                    snprintf(tmp, sizeof(tmp), "%.*s%s%s", (int)(hole - m->fallback), m->fallback,
+                             val, hole + 2);
                 else
                     snprintf(tmp, sizeof(tmp), "%s", m->fallback);
             } else {
                 value_error(ev, where, event_line, SPB_EINVALID, SPB_ISSUE_CODE_INVALID,
-                            "%s value '%.60s' is not in map.%s of dialect %s",
-                            spb_fields[id].name, spb_fields[id].sensitive ? "(withheld)" : val,
-                            m->name, ev->p->name);
-                spb_err_hint(ev->err, "add the value to [map.%s] in %s (line %d) or correct "
-                                      "the sender",
+                            "%s value '%.60s' is not in map.%s of dialect %s", spb_fields[id].name,
+                            spb_fields[id].sensitive ? "(withheld)" : val, m->name, ev->p->name);
+                spb_err_hint(ev->err,
+                             "add the value to [map.%s] in %s (line %d) or correct "
+                             "the sender",
                              m->name, ev->p->path, m->line);
                 return SPB_EINVALID;
             }
@@ -971,8 +1004,7 @@ static int apply_transform(eval *ev, spb_field_id id, char *val, size_t val_size
 }
 
 /* Checks a final value against the field's declared type. */
-static int check_value(eval *ev, spb_field_id id, const char *val, xmlNodePtr where,
-                       int event_line)
+static int check_value(eval *ev, spb_field_id id, const char *val, xmlNodePtr where, int event_line)
 {
     const char *name = spb_fields[id].name;
     switch (spb_fields[id].value) {
@@ -983,8 +1015,9 @@ static int check_value(eval *ev, spb_field_id id, const char *val, xmlNodePtr wh
                         "%s is '%.40s', not a FHIR %s", name,
                         spb_fields[id].sensitive ? "(withheld)" : val,
                         spb_fields[id].value == SPB_FV_DATE ? "date" : "dateTime");
-            spb_err_hint(ev->err, "send a real date%s, or give the field a date transform in "
-                                  "the dialect profile",
+            spb_err_hint(ev->err,
+                         "send a real date%s, or give the field a date transform in "
+                         "the dialect profile",
                          spb_fields[id].value == SPB_FV_DATE ? "" : " and time with an offset");
             return SPB_EINVALID;
         }
@@ -1000,8 +1033,8 @@ static int check_value(eval *ev, spb_field_id id, const char *val, xmlNodePtr wh
     case SPB_FV_CODE:
         if (!spb_is_fhir_code(val)) {
             value_error(ev, where, event_line, SPB_EINVALID, SPB_ISSUE_VALUE,
-                        "%s is '%.40s', not a code (no spaces at the ends, no line breaks)",
-                        name, val);
+                        "%s is '%.40s', not a code (no spaces at the ends, no line breaks)", name,
+                        val);
             return SPB_EINVALID;
         }
         break;
@@ -1044,8 +1077,8 @@ static int eval_field(eval *ev, spb_field_id id, spb_event *out_ev, int event_li
         res = xmlXPathCompiledEval(e->comp, ev->ctxt);
         if (res == NULL)
             return value_error(ev, ctx_node, event_line, SPB_ECONFIG, SPB_ISSUE_EXCEPTION,
-                               "XPath for %s failed to evaluate (%s line %d)",
-                               spb_fields[id].name, ev->p->path, e->line);
+                               "XPath for %s failed to evaluate (%s line %d)", spb_fields[id].name,
+                               ev->p->path, e->line);
         if (res->type == XPATH_NODESET) {
             int n = res->nodesetval ? res->nodesetval->nodeNr : 0;
             for (int i = 0; i < n; i++) {
@@ -1058,8 +1091,7 @@ static int eval_field(eval *ev, spb_field_id id, spb_event *out_ev, int event_li
                     xmlFree(raw);
                     xmlXPathFreeObject(res);
                     value_error(ev, node, event_line, SPB_ETOOBIG, SPB_ISSUE_TOO_LONG,
-                                "%s is longer than %d bytes", spb_fields[id].name,
-                                VALUE_MAX - 1);
+                                "%s is longer than %d bytes", spb_fields[id].name, VALUE_MAX - 1);
                     spb_err_hint(ev->err, "shorten the text at the source");
                     return SPB_ETOOBIG;
                 }
@@ -1088,8 +1120,8 @@ static int eval_field(eval *ev, spb_field_id id, spb_event *out_ev, int event_li
             }
         } else {
             xmlChar *raw = xmlXPathCastToString(res);
-            int len = normalise(val, sizeof(val), raw ? (const char *)raw : "",
-                                id == SPB_F_EVENT_NOTE);
+            int len =
+                normalise(val, sizeof(val), raw ? (const char *)raw : "", id == SPB_F_EVENT_NOTE);
             int rc = 0;
             if (len < 0) {
                 xmlFree(raw);
@@ -1190,8 +1222,7 @@ static int eval_group(eval *ev, spb_field_id group, spb_event *out_ev, int event
             goto out;
         if (mv->system[0] == '\0') {
             rc = value_error(ev, res->nodesetval->nodeTab[i], event_line, SPB_EINVALID,
-                             SPB_ISSUE_REQUIRED, "code '%.40s' has no code system",
-                             mv->code);
+                             SPB_ISSUE_REQUIRED, "code '%.40s' has no code system", mv->code);
             spb_err_hint(ev->err, "send the code system with every code");
             goto out;
         }

@@ -236,8 +236,8 @@ static int parse_iso(const char *in, tparts *t)
     t->prec = 3;
     if (len == 10)
         return check_ranges(t);
-    if (len < 19 || in[10] != 'T' || in[13] != ':' || in[16] != ':' ||
-        !all_digits(in + 11, 2) || !all_digits(in + 14, 2) || !all_digits(in + 17, 2))
+    if (len < 19 || in[10] != 'T' || in[13] != ':' || in[16] != ':' || !all_digits(in + 11, 2) ||
+        !all_digits(in + 14, 2) || !all_digits(in + 17, 2))
         return -1;
     t->h = num(in + 11, 2);
     t->mi = num(in + 14, 2);
@@ -301,13 +301,13 @@ static void format_parts(char *out, size_t out_size, const tparts *t, int want_d
     else
         off = 0;
     /* FHIR dateTime needs seconds and an offset once a time is given. */
-    snprintf(out, out_size, "%04d-%02d-%02dT%02d:%02d:%02d%s%s%c%02d:%02d", t->y, t->mo, t->d,
-             t->h, t->mi, t->s, t->frac[0] ? "." : "", t->frac, off < 0 ? '-' : '+',
+    snprintf(out, out_size, "%04d-%02d-%02dT%02d:%02d:%02d%s%s%c%02d:%02d", t->y, t->mo, t->d, t->h,
+             t->mi, t->s, t->frac[0] ? "." : "", t->frac, off < 0 ? '-' : '+',
              (off < 0 ? -off : off) / 60, (off < 0 ? -off : off) % 60);
 }
 
-int spb_time_convert(char *out, size_t out_size, const char *in, const char *format,
-                     spb_zone zone, int want_date, spb_err *err)
+int spb_time_convert(char *out, size_t out_size, const char *in, const char *format, spb_zone zone,
+                     int want_date, spb_err *err)
 {
     tparts t;
     int rc;
@@ -322,8 +322,7 @@ int spb_time_convert(char *out, size_t out_size, const char *in, const char *for
         return spb_err_set(err, SPB_ECONFIG, SPB_ISSUE_PROCESSING,
                            "unknown time format '%s' (use hl7, iso or pattern:...)", format);
     if (rc < 0) {
-        spb_err_set(err, SPB_EINVALID, SPB_ISSUE_VALUE,
-                    "'%.40s' is not a valid %s %s", in, format,
+        spb_err_set(err, SPB_EINVALID, SPB_ISSUE_VALUE, "'%.40s' is not a valid %s %s", in, format,
                     want_date ? "date" : "date-time");
         spb_err_hint(err, "send a real calendar %s in the dialect's format (%s)",
                      want_date ? "date" : "date and time", format);

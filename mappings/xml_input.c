@@ -22,13 +22,12 @@ typedef struct parse_state {
     endElementNsSAX2Func orig_end;
     int depth;
     int max_depth;
-    int refused;   /* an spb error was recorded by a handler */
+    int refused; /* an spb error was recorded by a handler */
     spb_err *err;
     const char *name;
 } parse_state;
 
-static xmlParserInputPtr no_external_loader(const char *url, const char *id,
-                                            xmlParserCtxtPtr ctxt)
+static xmlParserInputPtr no_external_loader(const char *url, const char *id, xmlParserCtxtPtr ctxt)
 {
     (void)url;
     (void)id;
@@ -87,8 +86,8 @@ static int check_utf8(const unsigned char *s, size_t len, int *line, int *col)
             cp = (cp << 6) | (s[i + k] & 0x3f);
         }
         /* overlong forms, surrogates and out-of-range code points are not UTF-8 */
-        if ((need == 1 && cp < 0x80) || (need == 2 && cp < 0x800) ||
-            (need == 3 && cp < 0x10000) || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        if ((need == 1 && cp < 0x80) || (need == 2 && cp < 0x800) || (need == 3 && cp < 0x10000) ||
+            cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
             goto bad;
         i += need + 1;
         c++;
@@ -131,9 +130,9 @@ static int declared_encoding_ok(const char *data, size_t len, char *found, size_
     return 1;
 }
 
-static void on_start(void *ctx, const xmlChar *localname, const xmlChar *prefix,
-                     const xmlChar *uri, int nb_namespaces, const xmlChar **namespaces,
-                     int nb_attributes, int nb_defaulted, const xmlChar **attributes)
+static void on_start(void *ctx, const xmlChar *localname, const xmlChar *prefix, const xmlChar *uri,
+                     int nb_namespaces, const xmlChar **namespaces, int nb_attributes,
+                     int nb_defaulted, const xmlChar **attributes)
 {
     xmlParserCtxtPtr ctxt = ctx;
     parse_state *st = ctxt->_private;
@@ -143,8 +142,8 @@ static void on_start(void *ctx, const xmlChar *localname, const xmlChar *prefix,
                     "elements are nested deeper than the limit of %d", st->max_depth);
         spb_err_hint(st->err, "flatten the document or raise xml_max_depth in the "
                               "configuration if this depth is legitimate");
-        spb_err_where(st->err, st->name, xmlSAX2GetLineNumber(ctxt),
-                      xmlSAX2GetColumnNumber(ctxt), NULL);
+        spb_err_where(st->err, st->name, xmlSAX2GetLineNumber(ctxt), xmlSAX2GetColumnNumber(ctxt),
+                      NULL);
         st->refused = 1;
         xmlStopParser(ctxt);
         return;
@@ -153,8 +152,7 @@ static void on_start(void *ctx, const xmlChar *localname, const xmlChar *prefix,
                    nb_defaulted, attributes);
 }
 
-static void on_end(void *ctx, const xmlChar *localname, const xmlChar *prefix,
-                   const xmlChar *uri)
+static void on_end(void *ctx, const xmlChar *localname, const xmlChar *prefix, const xmlChar *uri)
 {
     xmlParserCtxtPtr ctxt = ctx;
     parse_state *st = ctxt->_private;
@@ -298,8 +296,7 @@ static struct {
 } schema_cache[SCHEMA_CACHE_MAX];
 static pthread_mutex_t schema_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static xmlParserInputPtr local_file_loader(const char *url, const char *id,
-                                           xmlParserCtxtPtr ctxt)
+static xmlParserInputPtr local_file_loader(const char *url, const char *id, xmlParserCtxtPtr ctxt)
 {
     (void)id;
     /* Schema includes are relative file paths inside the configured schema folder. */

@@ -13,7 +13,7 @@
 #include "spbridge/error.h"
 #include "spbridge/translate.h"
 
-#define SPB_CONFIG_MAX_SERVICES 32
+#define SPB_CONFIG_MAX_SERVICES  32
 #define SPB_CONFIG_MAX_PRACTICES 512
 
 typedef struct spb_service_cfg {

@@ -27,7 +27,7 @@ typedef struct spb_diags {
 } spb_diags;
 
 /* Records one diagnostic. NULL-safe: with no list, nothing is recorded. */
-void spb_diag_add(spb_diags *d, spb_diag_severity sev, const char *file, int line,
-                  const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+void spb_diag_add(spb_diags *d, spb_diag_severity sev, const char *file, int line, const char *fmt,
+                  ...) __attribute__((format(printf, 5, 6)));
 
 #endif

@@ -42,20 +42,20 @@ typedef enum {
     SPB_ISSUE_EXCEPTION,      /* "exception": internal failure */
 } spb_issue;
 
-#define SPB_ERR_MSG_MAX 512
+#define SPB_ERR_MSG_MAX  512
 #define SPB_ERR_HINT_MAX 384
 #define SPB_ERR_FILE_MAX 256
 #define SPB_ERR_PATH_MAX 256
 
 typedef struct spb_err {
-    int code;        /* spb_code */
-    spb_issue issue; /* FHIR issue type for OperationOutcome */
-    char message[SPB_ERR_MSG_MAX];  /* what is wrong, no patient-identifying text */
-    char hint[SPB_ERR_HINT_MAX];    /* how to fix it; may be empty */
-    char file[SPB_ERR_FILE_MAX];    /* the input or mapping file, if any */
-    char path[SPB_ERR_PATH_MAX];    /* XPath, FHIRPath or config key, if any */
-    int line;                       /* 1-based; 0 when unknown */
-    int column;                     /* 1-based; 0 when unknown */
+    int code;                      /* spb_code */
+    spb_issue issue;               /* FHIR issue type for OperationOutcome */
+    char message[SPB_ERR_MSG_MAX]; /* what is wrong, no patient-identifying text */
+    char hint[SPB_ERR_HINT_MAX];   /* how to fix it; may be empty */
+    char file[SPB_ERR_FILE_MAX];   /* the input or mapping file, if any */
+    char path[SPB_ERR_PATH_MAX];   /* XPath, FHIRPath or config key, if any */
+    int line;                      /* 1-based; 0 when unknown */
+    int column;                    /* 1-based; 0 when unknown */
 } spb_err;
 
 /* Clears an error struct. NULL-safe. */

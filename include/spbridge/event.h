@@ -46,11 +46,11 @@ typedef enum {
     SPB_F_PATIENT_EMAIL,
     SPB_F_PATIENT_LANGUAGE,
     SPB_F_PATIENT_INTERPRETER,
-    SPB_F_CODES,          /* group selector: each node is one coded entry */
+    SPB_F_CODES, /* group selector: each node is one coded entry */
     SPB_F_CODES_CODE,
     SPB_F_CODES_SYSTEM,
     SPB_F_CODES_DISPLAY,
-    SPB_F_NEEDS,          /* group selector: each node is one need / reason */
+    SPB_F_NEEDS, /* group selector: each node is one need / reason */
     SPB_F_NEEDS_CODE,
     SPB_F_NEEDS_SYSTEM,
     SPB_F_NEEDS_DISPLAY,
@@ -106,7 +106,7 @@ typedef struct spb_event {
     size_t ncodes;
     spb_coding *needs;
     size_t nneeds;
-    int source_line; /* line of the event's node in the input, for messages */
+    int source_line;       /* line of the event's node in the input, for messages */
     char source_path[256]; /* XPath-like location of the event node */
 } spb_event;
 

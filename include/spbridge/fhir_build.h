@@ -14,11 +14,11 @@
 #include "spbridge/event.h"
 
 #define SPB_SYS_NHS_NUMBER "https://fhir.nhs.uk/Id/nhs-number"
-#define SPB_SYS_ODS "https://fhir.nhs.uk/Id/ods-organization-code"
-#define SPB_SYS_SDS_USER "https://fhir.nhs.uk/Id/sds-user-id"
-#define SPB_SYS_SDS_ROLE "https://fhir.nhs.uk/Id/sds-role-profile-id"
-#define SPB_SYS_URN "urn:ietf:rfc:3986"
-#define SPB_SYS_SNOMED "http://snomed.info/sct"
+#define SPB_SYS_ODS        "https://fhir.nhs.uk/Id/ods-organization-code"
+#define SPB_SYS_SDS_USER   "https://fhir.nhs.uk/Id/sds-user-id"
+#define SPB_SYS_SDS_ROLE   "https://fhir.nhs.uk/Id/sds-role-profile-id"
+#define SPB_SYS_URN        "urn:ietf:rfc:3986"
+#define SPB_SYS_SNOMED     "http://snomed.info/sct"
 #define SPB_SYS_EVENT_KIND "https://spbridge.dev/fhir/CodeSystem/event-kind"
 
 typedef enum {
@@ -36,18 +36,18 @@ int spb_event_kind_parse(const char *s);
 /* Everything the builders need, already checked and mapped. Strings are borrowed. */
 typedef struct spb_referral {
     spb_event_kind kind;
-    const spb_event *ev;        /* names, address, telecom, clinician, note, times */
-    const char *source_uuid;    /* lower-case UUID identifying the referral */
-    const char *nhs_number;     /* ten checked digits */
-    const char *nhs_verification; /* normalised 01..08, or NULL */
-    const char *practice_ods;   /* checked, upper case */
-    const char *priority;       /* routine|urgent|asap|stat or NULL */
+    const spb_event *ev;             /* names, address, telecom, clinician, note, times */
+    const char *source_uuid;         /* lower-case UUID identifying the referral */
+    const char *nhs_number;          /* ten checked digits */
+    const char *nhs_verification;    /* normalised 01..08, or NULL */
+    const char *practice_ods;        /* checked, upper case */
+    const char *priority;            /* routine|urgent|asap|stat or NULL */
     const spb_coding *request_codes; /* ServiceRequest.code codings, preferred first */
     size_t nrequest_codes;
-    const spb_coding *reasons;  /* mapped needs for reasonCode */
+    const spb_coding *reasons; /* mapped needs for reasonCode */
     size_t nreasons;
-    const char *service_name;   /* the social prescribing service (owner/performer) */
-    const char *service_ods;    /* may be NULL: then referenced by display only */
+    const char *service_name; /* the social prescribing service (owner/performer) */
+    const char *service_ods;  /* may be NULL: then referenced by display only */
 } spb_referral;
 
 /* Transaction Bundle for a new referral (conditional creates throughout). */

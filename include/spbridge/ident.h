@@ -8,7 +8,7 @@
 #include "spbridge/error.h"
 
 #define SPB_NHS_NUMBER_LEN 10
-#define SPB_UUID_LEN 36
+#define SPB_UUID_LEN       36
 
 /*
  * Checks an NHS number: ten digits, optionally grouped 3-3-4 with single spaces or

@@ -16,8 +16,7 @@
 typedef struct spb_mapping_set spb_mapping_set;
 
 /* Loads `dir`/mappings.ini and everything it names. Returns 0 or SPB_ECONFIG. */
-int spb_mapping_set_load(spb_mapping_set **out, const char *dir, spb_diags *diags,
-                         spb_err *err);
+int spb_mapping_set_load(spb_mapping_set **out, const char *dir, spb_diags *diags, spb_err *err);
 
 void spb_mapping_set_free(spb_mapping_set *m);
 

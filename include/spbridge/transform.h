@@ -23,8 +23,8 @@ typedef enum {
  * characters (e.g. "pattern:DD/MM/YYYY hh:mm"). Precision is kept: an HL7 date-only value
  * becomes a FHIR date even for a dateTime field. Returns 0 or SPB_EINVALID.
  */
-int spb_time_convert(char *out, size_t out_size, const char *in, const char *format,
-                     spb_zone zone, int want_date, spb_err *err);
+int spb_time_convert(char *out, size_t out_size, const char *in, const char *format, spb_zone zone,
+                     int want_date, spb_err *err);
 
 /* The UTC offset in minutes of UK civil time at the given local date and time. */
 int spb_uk_offset_minutes(int year, int month, int day, int hour, int minute);

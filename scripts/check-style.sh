@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Mechanical style is checked, not argued: clang-format and the banned-function list
+# from ../shared/style.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mapfile -t sources < <(git ls-files '*.c' '*.h' 2>/dev/null || find adapter fhir mappings include tests -name '*.[ch]')
+status=0
+if ! clang-format --dry-run --Werror "${sources[@]}" 2>/tmp/spb-format.txt; then
+  head -20 /tmp/spb-format.txt >&2
+  echo "style: run clang-format -i on the files above" >&2
+  status=1
+fi
+if grep -nE '\b(sprintf|strcpy|strcat|strncpy|strtok|atoi|atol|gets|sscanf|gmtime|localtime)\s*\(' \
+     "${sources[@]}" | grep -vE '^\S+:[0-9]+:\s*(//|/?\*)'; then
+  echo "style: banned functions in use (see ../shared/style.md)" >&2
+  status=1
+fi
+[ $status = 0 ] && echo "style: ok"
+exit $status

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite: install, build, run every CTest test (unit, golden, conformance),
+# then rebuild under AddressSanitizer + UndefinedBehaviorSanitizer and run unit and golden
+# tests again, and check style (clang-format, banned functions).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+jobs=$(nproc)
+
+echo "== build and test (RelWithDebInfo)"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build build -j"$jobs"
+(cd build && ctest --output-on-failure -j"$jobs")
+
+echo "== build and test under ASan + UBSan"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DSPB_SANITIZE=ON >/dev/null
+cmake --build build-asan -j"$jobs"
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --output-on-failure -j"$jobs" -L "unit|golden")
+
+echo "== style"
+scripts/check-style.sh
