@@ -22,7 +22,8 @@ typedef struct entry {
     spb_map_role role;
     const char *system;
     const char *code;
-    json_t *target; /* borrowed from the file's document; NULL for "provided" pass-through */
+    json_t *target;            /* borrowed from the file's document; NULL: explicitly unmatched */
+    const char *target_system; /* the group's target */
     int file;
     int line;
 } entry;
@@ -143,6 +144,22 @@ static int line_of_code(const char *text, const char *code, int nth)
     return 0;
 }
 
+/* Line of the first "<key>": in the text (top-level keys such as url are unique enough). */
+static int line_of_key(const char *text, const char *key)
+{
+    char needle[80];
+    const char *p;
+    int line = 1;
+
+    snprintf(needle, sizeof(needle), "\"%s\"", key);
+    p = strstr(text, needle);
+    if (p == NULL)
+        return 0;
+    for (const char *c = text; c < p; c++)
+        line += (*c == '\n');
+    return line;
+}
+
 static int add_entry(spb_cmap_set *s, const entry *e)
 {
     if (s->n == s->cap) {
@@ -246,7 +263,7 @@ int spb_cmap_set_load(spb_cmap_set *s, spb_map_role role, const char *path, spb_
     mf->url = str_member(doc, "url");
     mf->version = str_member(doc, "version");
     if (mf->url == NULL || !spb_is_absolute_uri(mf->url))
-        CM_ERROR(line_of_code(mf->text, "url", 0), "ConceptMap url must be an absolute URI");
+        CM_ERROR(line_of_key(mf->text, "url"), "ConceptMap url must be an absolute URI");
     if (mf->version == NULL)
         spb_diag_add(diags, SPB_DIAG_WARNING, path, 1,
                      "ConceptMap has no version; audit records will show only its hash");
@@ -254,7 +271,8 @@ int spb_cmap_set_load(spb_cmap_set *s, spb_map_role role, const char *path, spb_
         const char *status = str_member(doc, "status");
         if (status == NULL || (strcmp(status, "draft") != 0 && strcmp(status, "active") != 0 &&
                                strcmp(status, "retired") != 0 && strcmp(status, "unknown") != 0))
-            CM_ERROR(1, "status must be draft, active, retired or unknown");
+            CM_ERROR(line_of_key(mf->text, "status"),
+                     "status must be draft, active, retired or unknown");
     }
     groups = json_object_get(doc, "group");
     if (!json_is_array(groups) || json_array_size(groups) == 0) {
@@ -306,6 +324,7 @@ int spb_cmap_set_load(spb_cmap_set *s, spb_map_role role, const char *path, spb_
             const char *code = str_member(el, "code");
             json_t *targets = json_object_get(el, "target");
             json_t *chosen = NULL;
+            int unmatched = 0;
             int line;
             entry e;
             if (code == NULL || !spb_is_fhir_code(code)) {
@@ -335,8 +354,10 @@ int spb_cmap_set_load(spb_cmap_set *s, spb_map_role role, const char *path, spb_
                              code, eq ? eq : "(none)");
                     continue;
                 }
-                if (strcmp(eq, "unmatched") == 0 || strcmp(eq, "disjoint") == 0)
-                    continue; /* an explicit "does not map" */
+                if (strcmp(eq, "unmatched") == 0 || strcmp(eq, "disjoint") == 0) {
+                    unmatched = 1; /* an explicit "does not map" */
+                    continue;
+                }
                 if (target_code_of(t) == NULL) {
                     CM_ERROR(line, "element %s: target has no code", code);
                     continue;
@@ -344,12 +365,15 @@ int spb_cmap_set_load(spb_cmap_set *s, spb_map_role role, const char *path, spb_
                 if (chosen == NULL)
                     chosen = t;
             }
-            if (chosen == NULL)
+            if (chosen == NULL && !unmatched)
                 continue;
+            /* An explicitly unmatched code is indexed too, so the group's `unmapped` rule
+             * never applies to it (FHIR R4 ConceptMap semantics). */
             e.role = role;
             e.system = src;
             e.code = code;
             e.target = chosen;
+            e.target_system = tgt;
             e.file = fidx;
             e.line = line;
             if (add_entry(s, &e) < 0) {
@@ -366,7 +390,8 @@ done:
         for (size_t i = 1; i < s->n; i++) {
             entry *a = &s->entries[i - 1], *b = &s->entries[i];
             if (cmp_entry(a, b) == 0) {
-                const char *ta = target_code_of(a->target), *tb = target_code_of(b->target);
+                const char *ta = a->target ? target_code_of(a->target) : "(unmatched)";
+                const char *tb = b->target ? target_code_of(b->target) : "(unmatched)";
                 const entry *newer = a->file == fidx ? a : b;
                 const entry *older = newer == a ? b : a;
                 if (strcmp(ta, tb) != 0)
@@ -419,17 +444,7 @@ static void fill_match(const spb_cmap_set *s, const entry *e, spb_cmap_match *ou
         out->product_code = str_member(p0, "value");
         out->product_display = str_member(p0, "display");
     }
-    /* the group's target system */
-    {
-        json_t *groups = json_object_get(mf->doc, "group");
-        for (size_t gi = 0; gi < json_array_size(groups); gi++) {
-            json_t *g = json_array_get(groups, gi);
-            if (strcmp(str_member(g, "source") ? str_member(g, "source") : "", e->system) == 0) {
-                out->target_system = str_member(g, "target");
-                break;
-            }
-        }
-    }
+    out->target_system = e->target_system;
 }
 
 int spb_cmap_translate(const spb_cmap_set *s, spb_map_role role, const char *system,
@@ -447,6 +462,8 @@ int spb_cmap_translate(const spb_cmap_set *s, spb_map_role role, const char *sys
     if (s->n > 0)
         hit = bsearch(&key, s->entries, s->n, sizeof(entry), cmp_entry);
     if (hit != NULL) {
+        if (hit->target == NULL)
+            return 0; /* listed as unmatched: no mapping, whatever `unmapped` says */
         fill_match(s, hit, out);
         return 1;
     }
@@ -498,7 +515,7 @@ void spb_cmap_each(const spb_cmap_set *s, spb_map_role role, spb_cmap_each_fn fn
         qsort(((spb_cmap_set *)s)->entries, s->n, sizeof(entry), cmp_entry);
     ((spb_cmap_set *)s)->sorted = 1;
     for (size_t i = 0; i < s->n; i++) {
-        if (s->entries[i].role != role)
+        if (s->entries[i].role != role || s->entries[i].target == NULL)
             continue;
         fill_match(s, &s->entries[i], &m);
         fn(user, s->entries[i].system, s->entries[i].code, &m);

@@ -126,6 +126,7 @@ typedef struct load_state {
     char **last_value; /* target of an indented continuation */
     char last_section[64];
     char last_name[64];
+    char unknown_section[64]; /* reported once, not once per key */
     spb_diags *diags;
     spb_err *err;
     int errors;
@@ -356,6 +357,14 @@ static int handler(void *user, const char *section, const char *name, const char
         *st->last_value = joined;
         return 1;
     }
+    if (st->indented && strcmp(section, st->last_section) == 0 &&
+        strcmp(name, st->last_name) == 0) {
+        load_error(st, st->line,
+                   "'%s' cannot continue on an indented line (only XPath expressions and map "
+                   "values can); put it on one line",
+                   name);
+        return 1;
+    }
     st->last_value = NULL;
     snprintf(st->last_section, sizeof(st->last_section), "%s", section);
     snprintf(st->last_name, sizeof(st->last_name), "%s", name);
@@ -507,10 +516,13 @@ static int handler(void *user, const char *section, const char *name, const char
         }
         return add_map_entry(st, &p->maps[m], name, value);
     }
-    load_error(st, st->line,
-               "unknown section [%s] (known: dialect, namespaces, let, fields, transforms, "
-               "map.NAME)",
-               section);
+    if (strcmp(st->unknown_section, section) != 0) {
+        snprintf(st->unknown_section, sizeof(st->unknown_section), "%s", section);
+        load_error(st, st->line,
+                   "unknown section [%s] (known: dialect, namespaces, let, fields, transforms, "
+                   "map.NAME)",
+                   section);
+    }
     return 1;
 }
 
