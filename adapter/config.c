@@ -293,6 +293,21 @@ int spb_config_load(spb_config *cfg, const char *path, spb_diags *diags, spb_err
             cfg_error(st, 0, "[routing] default_service '%s' has no [service.%s] section",
                       cfg->default_service, cfg->default_service);
     }
+    /* Relative folders in a configuration file are relative to that file, so a config
+     * works the same from any working directory. */
+    {
+        char *dirs[] = {cfg->mappings_dir, cfg->schema_dir};
+        const setting *keys[] = {find_setting("spbridge", "mappings_dir"),
+                                 find_setting("spbridge", "schema_dir")};
+        const char *slash = strrchr(path, '/');
+        for (size_t i = 0; i < 2 && slash != NULL; i++) {
+            char joined[sizeof(cfg->mappings_dir)];
+            if (!st->seen[0][keys[i] - settings] || dirs[i][0] == '\0' || dirs[i][0] == '/')
+                continue;
+            snprintf(joined, sizeof(joined), "%.*s/%s", (int)(slash - path), path, dirs[i]);
+            snprintf(dirs[i], sizeof(cfg->mappings_dir), "%s", joined);
+        }
+    }
     rc = st->errors ? SPB_ECONFIG : 0;
 out:
     if (st->f != NULL)

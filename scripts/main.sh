@@ -8,5 +8,5 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j"$(nproc)" >/dev/null
 echo "== spbridge mappings check" >&2
 build/spbridge mappings check
-echo "== spbridge translate examples/gp2gp/*.xml examples/native/*.xml" >&2
-exec build/spbridge translate examples/gp2gp/*.xml examples/native/*.xml
+echo "== spbridge translate --config examples/spbridge.ini examples/gp2gp/*.xml examples/native/*.xml" >&2
+exec build/spbridge translate --config examples/spbridge.ini examples/gp2gp/*.xml examples/native/*.xml
