@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "support.h"
+
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,56 +32,17 @@
 
 /* ---------- temporary folder ---------- */
 
-static char tmpdir[64];
-
 static int setup_group(void **state)
 {
     (void)state;
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/spb-test-cmap-XXXXXX");
-    return mkdtemp(tmpdir) == NULL ? -1 : 0;
+    return support_make_tmpdir("cmap");
 }
 
 static int teardown_group(void **state)
 {
-    DIR *d = opendir(tmpdir);
-    struct dirent *de;
-
     (void)state;
-    if (d != NULL) {
-        while ((de = readdir(d)) != NULL) {
-            char path[512];
-            if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-                continue;
-            snprintf(path, sizeof(path), "%s/%s", tmpdir, de->d_name);
-            unlink(path);
-        }
-        closedir(d);
-    }
-    rmdir(tmpdir);
+    support_remove_tmpdir();
     return 0;
-}
-
-static void write_file(char *path, size_t size, const char *name, const char *text)
-{
-    FILE *f;
-
-    snprintf(path, size, "%s/%s", tmpdir, name);
-    f = fopen(path, "w");
-    assert_non_null(f);
-    assert_true(fputs(text, f) >= 0);
-    assert_int_equal(fclose(f), 0);
-}
-
-static int line_of(const char *text, const char *marker)
-{
-    const char *hit = strstr(text, marker);
-    int line = 1;
-
-    if (hit == NULL)
-        return 0;
-    for (const char *p = text; p < hit; p++)
-        line += (*p == '\n');
-    return line;
 }
 
 /* A whole test ConceptMap: the header every test map shares around one `group`. */

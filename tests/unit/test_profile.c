@@ -13,6 +13,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "support.h"
+
 #include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,60 +31,19 @@
 
 /* ---------- temporary folder ---------- */
 
-static char tmpdir[64];
-
 static int setup_group(void **state)
 {
     (void)state;
     spb_xml_global_init();
-    snprintf(tmpdir, sizeof(tmpdir), "/tmp/spb-test-profile-XXXXXX");
-    return mkdtemp(tmpdir) == NULL ? -1 : 0;
+    return support_make_tmpdir("profile");
 }
 
 static int teardown_group(void **state)
 {
-    DIR *d = opendir(tmpdir);
-    struct dirent *de;
-
     (void)state;
-    if (d != NULL) {
-        while ((de = readdir(d)) != NULL) {
-            char path[512];
-            if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-                continue;
-            snprintf(path, sizeof(path), "%s/%s", tmpdir, de->d_name);
-            unlink(path);
-        }
-        closedir(d);
-    }
-    rmdir(tmpdir);
+    support_remove_tmpdir();
     spb_xml_global_cleanup();
     return 0;
-}
-
-/* Writes `text` to tmpdir/`name` and puts the full path in `path`. */
-static void write_file(char *path, size_t size, const char *name, const char *text)
-{
-    FILE *f;
-
-    snprintf(path, size, "%s/%s", tmpdir, name);
-    f = fopen(path, "w");
-    assert_non_null(f);
-    assert_int_equal(fputs(text, f) >= 0, 1);
-    assert_int_equal(fclose(f), 0);
-}
-
-/* 1-based number of the first line of `text` containing `marker`, or 0. */
-static int line_of(const char *text, const char *marker)
-{
-    const char *hit = strstr(text, marker);
-    int line = 1;
-
-    if (hit == NULL)
-        return 0;
-    for (const char *p = text; p < hit; p++)
-        line += (*p == '\n');
-    return line;
 }
 
 /* ---------- (a) a working profile ---------- */
