@@ -7,10 +7,12 @@
 
 static void help(FILE *out)
 {
-    fprintf(out, "usage: spbridge config check FILE\n"
-                 "       spbridge config show [FILE]\n\n"
-                 "check  report every problem in FILE with its line; exit 5 if any\n"
-                 "show   print the effective settings (FILE over the built-in defaults)\n");
+    fprintf(out,
+            "usage: spbridge config check FILE\n"
+            "       spbridge config show [FILE]\n\n"
+            "check  report every problem in FILE (one log line each, with its line number, on\n"
+            "       stderr); exit 5 if any\n"
+            "show   print the effective settings (FILE over the built-in defaults)\n");
 }
 
 int spb_cmd_config(int argc, char **argv)

@@ -22,7 +22,7 @@ static void help(FILE *out)
                  "report record per declined or signposting event, one JSON document per line.\n\n"
                  "  --config FILE     configuration (default: built-in defaults)\n"
                  "  --mappings DIR    mapping set folder (overrides mappings_dir)\n"
-                 "  --dialect NAME    dialect of the input (default: per practice, else detect)\n"
+                 "  --dialect NAME    dialect of the input (default: detect from the document)\n"
                  "  --schema-dir DIR  GP2GP XSD folder: validate GP2GP input against it\n"
                  "  --pretty          indent the JSON\n"
                  "  -h, --help        this help\n\n"

@@ -151,9 +151,19 @@ static const setting *find_setting(const char *section_pattern, const char *key)
 static char *cfg_reader(char *str, int num, void *stream)
 {
     cfg_state *st = stream;
+    size_t n;
     if (fgets(str, num, st->f) == NULL)
         return NULL;
     st->line++;
+    n = strlen(str);
+    if (n == (size_t)num - 1 && str[n - 1] != '\n' && !feof(st->f)) {
+        int c;
+        /* over inih's line buffer: drop the rest so line numbers stay right, and say so */
+        while ((c = fgetc(st->f)) != EOF && c != '\n')
+            ;
+        cfg_error(st, st->line, "line is longer than %d characters", num - 2);
+        str[0] = '\0';
+    }
     return str;
 }
 

@@ -298,8 +298,9 @@ static int sink(void *user, spb_event *ev, spb_err *err)
                    m->target_display ? m->target_display : ev->needs[i].display);
     }
 
-    /* 4. Where it goes. */
-    if (r->opts->route != NULL)
+    /* 4. Where it goes: only referrals and cancellations are sent; report records stay. */
+    if (r->opts->route != NULL &&
+        (item.kind == SPB_KIND_REFERRAL || item.kind == SPB_KIND_CANCELLATION))
         rc = r->opts->route(r->opts->route_user, item.practice_ods, &route, err);
     else
         rc = default_route(&route);
@@ -337,6 +338,15 @@ static int sink(void *user, spb_event *ev, spb_err *err)
     /* The same statement twice in one document (nested copies) yields one result. */
     for (size_t i = 0; i < r->out->n; i++) {
         if (strcmp(r->out->items[i].event_uuid, item.event_uuid) == 0) {
+            char line[16];
+            if (!json_equal(r->out->items[i].resource, item.resource)) {
+                snprintf(line, sizeof(line), "%d", item.source_line);
+                spb_log(SPB_LOG_WARN, "duplicate_event", "file", doc, "line", line, "event_id",
+                        item.event_uuid, "reason",
+                        "a second entry with the same id differs from the first; the first "
+                        "is kept",
+                        (const char *)NULL);
+            }
             json_decref(item.resource);
             return 0;
         }
@@ -409,7 +419,7 @@ static int choose_dialect(const spb_translate_opts *opts, xmlDocPtr doc, const c
                 root_name);
     spb_err_hint(err,
                  "name the dialect explicitly (known: %s) or write a dialect profile for "
-                 "this format (docs/integration-engineers.md)",
+                 "this format (docs/dialect-profiles.md)",
                  known);
     spb_err_where(err, name, root ? (int)xmlGetLineNo(root) : 0, 0, NULL);
     return SPB_EINVALID;

@@ -328,7 +328,10 @@ static int add_parties(json_t *entries, const spb_referral *r, parties *pt)
         pt->requester_ref = reference(pt->practice);
     }
 
-    if (r->service_ods != NULL) {
+    if (r->service_ods != NULL && strcmp(r->service_ods, r->practice_ods) == 0) {
+        /* a practice that runs its own social prescribing service: one Organization */
+        pt->service_ref = reference(pt->practice);
+    } else if (r->service_ods != NULL) {
         if (full_url(pt->service, "Organization", r->service_ods) < 0)
             return -1;
         snprintf(query, sizeof(query), "identifier=%s|%s", SPB_SYS_ODS, r->service_ods);

@@ -11,6 +11,8 @@
  */
 #include "spbridge/mapping_set.h"
 
+#include "spbridge/fhir_build.h"
+
 #include <ini.h>
 #include <stdarg.h>
 #include <openssl/evp.h>
@@ -23,6 +25,7 @@
 typedef struct pending_map {
     spb_map_role role;
     char path[512];
+    char label[256]; /* as written in the manifest */
     int line;
 } pending_map;
 
@@ -108,8 +111,11 @@ static int mf_handler(void *user, const char *section, const char *name, const c
             return 1;
         }
         snprintf(st->dialects[st->ndialects].name, sizeof(st->dialects[0].name), "%s", name);
-        snprintf(st->dialects[st->ndialects].path, sizeof(st->dialects[0].path), "%s/%s", m->dir,
-                 value);
+        if (value[0] == '/')
+            snprintf(st->dialects[st->ndialects].path, sizeof(st->dialects[0].path), "%s", value);
+        else
+            snprintf(st->dialects[st->ndialects].path, sizeof(st->dialects[0].path), "%s/%s",
+                     m->dir, value);
         st->dialects[st->ndialects].line = st->line;
         st->ndialects++;
         return 1;
@@ -141,8 +147,12 @@ static int mf_handler(void *user, const char *section, const char *name, const c
                 return 1;
             }
             st->maps[st->nmaps].role = (spb_map_role)role;
-            snprintf(st->maps[st->nmaps].path, sizeof(st->maps[0].path), "%s/%s", m->dir, tok);
+            if (tok[0] == '/')
+                snprintf(st->maps[st->nmaps].path, sizeof(st->maps[0].path), "%s", tok);
+            else
+                snprintf(st->maps[st->nmaps].path, sizeof(st->maps[0].path), "%s/%s", m->dir, tok);
             st->maps[st->nmaps].line = st->line;
+            snprintf(st->maps[st->nmaps].label, sizeof(st->maps[0].label), "%s", tok);
             st->nmaps++;
         }
         return 1;
@@ -151,7 +161,7 @@ static int mf_handler(void *user, const char *section, const char *name, const c
     return 1;
 }
 
-static int hash_file(EVP_MD_CTX *ctx, const char *path)
+static int hash_file(EVP_MD_CTX *ctx, const char *path, const char *label)
 {
     FILE *f = fopen(path, "rb");
     char buf[8192];
@@ -159,12 +169,37 @@ static int hash_file(EVP_MD_CTX *ctx, const char *path)
 
     if (f == NULL)
         return -1;
-    /* name then content, so renaming a file changes the hash too */
-    EVP_DigestUpdate(ctx, path, strlen(path) + 1);
+    /* the name inside the set (not where the set sits on this machine), then the content,
+     * so a rename changes the hash but moving the folder does not */
+    EVP_DigestUpdate(ctx, label, strlen(label) + 1);
     while ((n = fread(buf, 1, sizeof(buf), f)) > 0)
         EVP_DigestUpdate(ctx, buf, n);
     fclose(f);
     return 0;
+}
+
+typedef struct trigger_check {
+    manifest_state *st;
+    int bad;
+} trigger_check;
+
+static void check_trigger_target(void *user, const char *system, const char *code,
+                                 const spb_cmap_match *m)
+{
+    trigger_check *tc = user;
+    if (spb_event_kind_parse(m->target_code) >= 0)
+        return;
+    tc->bad++;
+    spb_diag_add(tc->st->diags, SPB_DIAG_ERROR, m->map_file, m->element_line,
+                 "trigger %s|%s maps to '%s'; a trigger's target must be referral, "
+                 "cancellation, declined or signposting",
+                 system, code, m->target_code);
+    if (tc->st->errors++ == 0) {
+        spb_err_set(tc->st->err, SPB_ECONFIG, SPB_ISSUE_PROCESSING,
+                    "trigger %s|%s maps to '%s', which is not an event kind", system, code,
+                    m->target_code);
+        spb_err_where(tc->st->err, m->map_file, m->element_line, 0, NULL);
+    }
 }
 
 int spb_mapping_set_load(spb_mapping_set **out, const char *dir, spb_diags *diags, spb_err *err)
@@ -209,7 +244,7 @@ int spb_mapping_set_load(spb_mapping_set **out, const char *dir, spb_diags *diag
         spb_err_set(err, SPB_ENOMEM, SPB_ISSUE_EXCEPTION, "cannot hash mappings");
         goto out;
     }
-    hash_file(md, st->manifest);
+    hash_file(md, st->manifest, "mappings.ini");
     for (int i = 0; i < st->ndialects; i++) {
         spb_profile *p = NULL;
         if (spb_profile_load(&p, st->dialects[i].path, diags, err) < 0) {
@@ -222,14 +257,19 @@ int spb_mapping_set_load(spb_mapping_set **out, const char *dir, spb_diags *diag
                      st->dialects[i].path, spb_profile_name(p));
         }
         m->dialects[m->ndialects++] = p;
-        hash_file(md, st->dialects[i].path);
+        hash_file(md, st->dialects[i].path, st->dialects[i].name);
     }
     for (int i = 0; i < st->nmaps; i++) {
         if (spb_cmap_set_load(m->cmaps, st->maps[i].role, st->maps[i].path, diags, err) < 0) {
             st->errors++;
             continue;
         }
-        hash_file(md, st->maps[i].path);
+        hash_file(md, st->maps[i].path, st->maps[i].label);
+    }
+    /* every trigger must mean one of the event kinds the pipeline knows */
+    {
+        trigger_check tc = {st, 0};
+        spb_cmap_each(m->cmaps, SPB_ROLE_TRIGGERS, check_trigger_target, &tc);
     }
     {
         int have_triggers = 0;

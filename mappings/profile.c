@@ -127,6 +127,7 @@ typedef struct load_state {
     char last_section[64];
     char last_name[64];
     char unknown_section[64]; /* reported once, not once per key */
+    char raw[256];            /* the current raw line, as read */
     spb_diags *diags;
     spb_err *err;
     int errors;
@@ -161,6 +162,7 @@ static char *reader(char *str, int num, void *stream)
         return NULL;
     st->line++;
     n = strlen(str);
+    snprintf(st->raw, sizeof(st->raw), "%s", str);
     st->indented = (str[0] == ' ' || str[0] == '\t');
     if (n == (size_t)num - 1 && str[n - 1] != '\n' && !feof(st->f)) {
         int c;
@@ -501,6 +503,18 @@ static int handler(void *user, const char *section, const char *name, const char
     }
     if (strncmp(section, "map.", 4) == 0) {
         int m = find_map(p, section + 4);
+        /* inih splits a line at the first '=' or ':', so "urn:x = y" would silently
+         * become the key "urn"; refuse such lines instead. */
+        {
+            const char *colon = strchr(st->raw, ':');
+            const char *equals = strchr(st->raw, '=');
+            if (colon != NULL && (equals == NULL || colon < equals)) {
+                load_error(st, st->line,
+                           "map keys cannot contain ':' (the line is split there); map a "
+                           "value that has no colon, or transform it first");
+                return 1;
+            }
+        }
         if (m < 0) {
             if (p->nmaps >= MAX_MAPS) {
                 load_error(st, st->line, "more than %d maps", MAX_MAPS);
@@ -642,7 +656,17 @@ static void finish_load(load_state *st)
         xmlXPathRegisterVariable(ctxt, BAD_CAST p->lets[i].name, xmlXPathNewCString(""));
     }
     /* event.id, event.kind and codes decide whether a candidate is an event at all, before
-     * any variable is computed, so they must not use variables. */
+     * any variable is computed, so they must not use variables; nor can accept or events,
+     * which run on the whole document. */
+    {
+        const expr *doc_level[] = {&p->accept, &p->events};
+        for (size_t i = 0; i < 2; i++) {
+            if (doc_level[i]->text != NULL && strchr(doc_level[i]->text, '$') != NULL)
+                load_error(st, doc_level[i]->line,
+                           "%s cannot use [let] variables: they are computed per event",
+                           i == 0 ? "accept" : "events");
+        }
+    }
     {
         static const spb_field_id early[] = {SPB_F_EVENT_ID,     SPB_F_EVENT_KIND,
                                              SPB_F_CODES,        SPB_F_CODES_CODE,
@@ -950,7 +974,8 @@ static int apply_transform(eval *ev, spb_field_id id, char *val, size_t val_size
             int b = spb_parse_boolean(val);
             if (b < 0) {
                 value_error(ev, where, event_line, SPB_EINVALID, SPB_ISSUE_VALUE,
-                            "%s is '%.40s', not a yes/no value", spb_fields[id].name, val);
+                            "%s is '%.40s', not a yes/no value", spb_fields[id].name,
+                            spb_fields[id].sensitive ? "(withheld)" : val);
                 spb_err_hint(ev->err, "send true or false (yes/no, Y/N and 1/0 are also read)");
                 return SPB_EINVALID;
             }
@@ -971,6 +996,9 @@ static int apply_transform(eval *ev, spb_field_id id, char *val, size_t val_size
             spb_err_clear(&terr);
             if (spb_time_convert(tmp, sizeof(tmp), val, s->arg, s->zone, s->kind == T_DATE, &terr) <
                 0) {
+                if (spb_fields[id].sensitive)
+                    snprintf(terr.message, sizeof(terr.message), "not a valid %s %s", s->arg,
+                             s->kind == T_DATE ? "date" : "date-time");
                 value_error(ev, where, event_line, SPB_EINVALID, SPB_ISSUE_VALUE, "%s: %s",
                             spb_fields[id].name, terr.message);
                 spb_err_hint(ev->err, "%s", terr.hint);

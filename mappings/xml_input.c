@@ -249,7 +249,7 @@ int spb_xml_parse(xmlDocPtr *out, const char *data, size_t len, const char *name
     ctxt->sax->internalSubset = on_doctype;
     ctxt->_private = &st;
     xmlCtxtUseOptions(ctxt, XML_PARSE_NONET | XML_PARSE_NOCDATA | XML_PARSE_NOWARNING |
-                                XML_PARSE_NOERROR | XML_PARSE_NOBLANKS);
+                                XML_PARSE_NOERROR | XML_PARSE_NOBLANKS | XML_PARSE_BIG_LINES);
     xmlParseDocument(ctxt);
     if (st.refused) {
         rc = err->code;
@@ -348,6 +348,53 @@ typedef struct {
     int seen;
 } schema_errs;
 
+/*
+ * libxml2 quotes the offending value in schema messages ("The value '1951-13-14' is not
+ * valid"). Values may be patient data, which must not reach logs, so every quoted string is
+ * withheld except element names ('{ns}name') and the allowed values of an enumeration set.
+ */
+static void redact_values(char *msg, size_t size)
+{
+    static const char *const keep_words[] = {
+        "enumeration",  "pattern",      "length",      "minLength",      "maxLength",
+        "minInclusive", "maxInclusive", "totalDigits", "fractionDigits", NULL};
+    char out[400];
+    size_t o = 0;
+    int in_set = 0;
+
+    for (const char *p = msg; *p && o + 16 < sizeof(out); p++) {
+        if (*p == '{' && p[1] == '\'') {
+            in_set = 1; /* an enumeration's allowed values: {'a', 'b'} */
+        } else if (*p == '}' && in_set) {
+            in_set = 0;
+        } else if (*p == '\'' && !in_set) {
+            const char *end = strchr(p + 1, '\'');
+            size_t n = end ? (size_t)(end - p - 1) : 0;
+            int keep = 0;
+            if (end == NULL)
+                goto copy;
+            keep = p[1] == '{' || strncmp(p + 1, "xs:", 3) == 0;
+            for (size_t k = 0; !keep && keep_words[k]; k++)
+                keep = strlen(keep_words[k]) == n && strncmp(p + 1, keep_words[k], n) == 0;
+            if (keep) {
+                if (o + n + 2 >= sizeof(out))
+                    break;
+                memcpy(out + o, p, n + 2);
+                o += n + 2;
+            } else {
+                memcpy(out + o, "'(withheld)'", 12);
+                o += 12;
+            }
+            p = end;
+            continue;
+        }
+    copy:
+        out[o++] = *p;
+    }
+    out[o] = '\0';
+    snprintf(msg, size, "%s", out);
+}
+
 static void schema_error(void *user, xmlErrorPtr xe)
 {
     schema_errs *se = user;
@@ -360,6 +407,7 @@ static void schema_error(void *user, xmlErrorPtr xe)
     n = strlen(msg);
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
         msg[--n] = '\0';
+    redact_values(msg, sizeof(msg));
     spb_err_set(se->err, SPB_EINVALID, SPB_ISSUE_STRUCTURE, "not valid against the schema: %s",
                 msg);
     spb_err_hint(se->err, "fix the element at this line so the document matches the XSD");

@@ -86,6 +86,14 @@ if [ -f "$case_dir/expected-stderr" ]; then
     grep -qF -- "$frag" "$work/err" || { cat "$work/err" >&2; fail "stderr lacks: $frag"; }
   done <"$case_dir/expected-stderr"
 fi
+if [ -f "$case_dir/forbidden-stderr" ]; then
+  while IFS= read -r frag || [ -n "$frag" ]; do
+    [ -z "$frag" ] && continue
+    if grep -qF -- "$frag" "$work/err" || grep -qF -- "$frag" "$work/out"; then
+      fail "output leaks: $frag"
+    fi
+  done <"$case_dir/forbidden-stderr"
+fi
 # Logs never carry patient names: no case's stderr may contain a name from its input.
 for name in Jane Example Rahman Asha; do
   if grep -q "$name" "$input" 2>/dev/null && grep -q "$name" "$work/err"; then
