@@ -43,6 +43,11 @@ typedef struct setting {
         "service.*", key, CT_STRING, offsetof(spb_service_cfg, field),                             \
             sizeof(((spb_service_cfg *)0)->field), 0, 0, "", req, doc                              \
     }
+#define CL(key, field, req, doc)                                                                   \
+    {                                                                                              \
+        "client.*", key, CT_STRING, offsetof(spb_client_cfg, field),                               \
+            sizeof(((spb_client_cfg *)0)->field), 0, 0, "", req, doc                               \
+    }
 #define PR(key, field, req, doc)                                                                   \
     {                                                                                              \
         "practice.*", key, CT_STRING, offsetof(spb_practice_cfg, field),                           \
@@ -60,14 +65,65 @@ static const setting settings[] = {
       "largest XML document accepted, in bytes"),
     S("spbridge", "xml_max_depth", CT_LONG, xml_max_depth, 8, 256, "128", 0,
       "deepest element nesting accepted"),
+    S("spbridge", "store_path", CT_STRING, store_path, 0, 0, "var/spbridge.db", 0,
+      "the SQLite database (outbox, events, audit); relative to the configuration file"),
     S("routing", "default_service", CT_STRING, default_service, 0, 0, "", 0,
       "service for practices with no [practice.ODS] section; empty refuses them"),
+    S("server", "listen_address", CT_STRING, listen_address, 0, 0, "127.0.0.1", 0,
+      "address `serve` listens on"),
+    S("server", "listen_port", CT_LONG, listen_port, 0, 65535, "8443", 0,
+      "HTTPS port (0 picks a free port and logs it)"),
+    S("server", "tls_cert", CT_STRING, tls_cert, 0, 0, "", 0, "server certificate (PEM)"),
+    S("server", "tls_key", CT_STRING, tls_key, 0, 0, "", 0, "server private key (PEM)"),
+    S("server", "tls_ca", CT_STRING, tls_ca, 0, 0, "", 0,
+      "CA bundle that client certificates must chain to"),
+    S("server", "tls_crl", CT_STRING, tls_crl, 0, 0, "", 0,
+      "certificate revocation list (PEM) checked for client certificates"),
+    S("server", "tls_ciphers", CT_STRING, tls_ciphers, 0, 0,
+      "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!MD5:!SHA1", 0,
+      "TLS 1.2 cipher list (TLS 1.3 uses OpenSSL's defaults)"),
+    S("server", "max_body_bytes", CT_LONG, max_body_bytes, 1024, 256L * 1024 * 1024, "10485760", 0,
+      "largest request body accepted (413 above)"),
+    S("server", "intake_workers", CT_LONG, intake_workers, 1, 64, "2", 0,
+      "threads translating and storing posted events"),
+    S("server", "spool_poll_ms", CT_LONG, spool_poll_ms, 100, 3600000, "2000", 0,
+      "how often spool folders are scanned"),
+    S("delivery", "workers", CT_LONG, delivery_workers, 1, 64, "4", 0,
+      "threads delivering Bundles"),
+    S("delivery", "connect_timeout_ms", CT_LONG, connect_timeout_ms, 100, 600000, "5000", 0,
+      "TCP+TLS connect timeout"),
+    S("delivery", "timeout_ms", CT_LONG, timeout_ms, 100, 3600000, "30000", 0,
+      "total time one delivery attempt may take"),
+    S("delivery", "retry_base_ms", CT_LONG, retry_base_ms, 10, 3600000, "2000", 0,
+      "first retry delay; doubles each attempt, with jitter"),
+    S("delivery", "retry_max_ms", CT_LONG, retry_max_ms, 10, 86400000, "900000", 0,
+      "longest retry delay"),
+    S("delivery", "max_attempts", CT_LONG, max_attempts, 1, 100000, "200", 0,
+      "attempts before a transiently failing row is dead-lettered"),
+    S("delivery", "lease_ms", CT_LONG, lease_ms, 1000, 86400000, "120000", 0,
+      "how long a worker owns a row; must exceed timeout_ms"),
+    S("delivery", "client_cert", CT_STRING, client_cert, 0, 0, "", 0,
+      "certificate spbridge presents to services (PEM)"),
+    S("delivery", "client_key", CT_STRING, client_key, 0, 0, "", 0, "its private key (PEM)"),
+    S("delivery", "client_key_passphrase_file", CT_STRING, client_key_passphrase_file, 0, 0, "", 0,
+      "file holding the key's passphrase, if it is encrypted"),
+    S("delivery", "ca_file", CT_STRING, ca_file, 0, 0, "", 0,
+      "CA bundle that services' server certificates must chain to"),
+    S("delivery", "pinned_public_key", CT_STRING, pinned_public_key, 0, 0, "", 0,
+      "optional pin: sha256//BASE64 of the service's public key"),
     SV("name", name, 1, "the service's name"),
     SV("ods", ods, 0, "the service's ODS code (Task.owner and ServiceRequest.performer)"),
     SV("endpoint", endpoint, 0, "the service's FHIR base URL"),
     PR("service", service, 1, "the [service.ID] this practice refers to"),
     PR("dialect", dialect, 0, "the dialect this practice sends (default: detect)"),
     PR("region", region, 0, "the NHS region or ICB the practice belongs to"),
+    PR("spool_dir", spool_dir, 0, "folder this practice's GP system drops event files into"),
+    CL("role", role_name, 1, "practice, service, auditor or admin"),
+    CL("ods", ods, 0, "practice: the ODS code it acts for; service: its ODS code"),
+    CL("region", region, 0, "auditor: the region it may see"),
+    CL("subject", subject, 0, "match: the certificate subject (e.g. /O=NHS/OU=B83002/CN=...)"),
+    CL("san", san, 0, "match: a subjectAltName value (URI, DNS or email)"),
+    CL("fingerprint", fingerprint, 0, "match: SHA-256 fingerprint AA:BB:..."),
 };
 
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
@@ -79,7 +135,8 @@ typedef struct cfg_state {
     spb_diags *diags;
     spb_err *err;
     int errors;
-    unsigned char seen[SPB_CONFIG_MAX_SERVICES + SPB_CONFIG_MAX_PRACTICES + 1][NSETTINGS];
+    unsigned char seen[SPB_CONFIG_MAX_SERVICES + SPB_CONFIG_MAX_PRACTICES + SPB_CONFIG_MAX_CLIENTS +
+                       1][NSETTINGS];
 } cfg_state;
 
 static void cfg_error(cfg_state *st, int line, const char *fmt, ...)
@@ -222,6 +279,26 @@ static int cfg_handler(void *user, const char *section, const char *name, const 
         base = &cfg->practices[i];
         slot = 1 + SPB_CONFIG_MAX_SERVICES + i;
     }
+    if (strncmp(section, "client.", 7) == 0) {
+        const char *id = section + 7;
+        int i;
+        pattern = "client.*";
+        for (i = 0; i < cfg->nclients; i++) {
+            if (strcmp(cfg->clients[i].name, id) == 0)
+                break;
+        }
+        if (i == cfg->nclients) {
+            if (cfg->nclients >= SPB_CONFIG_MAX_CLIENTS || *id == '\0' ||
+                strlen(id) >= sizeof(cfg->clients[0].name)) {
+                cfg_error(st, st->line, "cannot add client '%s' (empty, too long or too many)", id);
+                return 1;
+            }
+            snprintf(cfg->clients[i].name, sizeof(cfg->clients[i].name), "%s", id);
+            cfg->nclients++;
+        }
+        base = &cfg->clients[i];
+        slot = 1 + SPB_CONFIG_MAX_SERVICES + SPB_CONFIG_MAX_PRACTICES + i;
+    }
     s = find_setting(pattern, name);
     if (s == NULL) {
         cfg_error(st, st->line, "unknown setting '%s' in [%s]", name, section);
@@ -295,6 +372,34 @@ int spb_config_load(spb_config *cfg, const char *path, spb_diags *diags, spb_err
             cfg_error(st, 0, "[practice.%s] service '%s' has no [service.%s] section",
                       cfg->practices[i].ods, cfg->practices[i].service, cfg->practices[i].service);
     }
+    for (int i = 0; i < cfg->nclients; i++) {
+        spb_client_cfg *cl = &cfg->clients[i];
+        static const char *roles[] = {"practice", "service", "auditor", "admin"};
+        int r = -1;
+        for (int k = 0; k < 4; k++) {
+            if (strcmp(cl->role_name, roles[k]) == 0)
+                r = k;
+        }
+        if (r < 0) {
+            cfg_error(st, 0, "[client.%s] role must be practice, service, auditor or admin",
+                      cl->name);
+            continue;
+        }
+        cl->role = (spb_client_role)r;
+        if (cl->subject[0] == '\0' && cl->san[0] == '\0' && cl->fingerprint[0] == '\0')
+            cfg_error(st, 0, "[client.%s] needs subject, san or fingerprint to match", cl->name);
+        if (cl->role == SPB_ROLE_PRACTICE) {
+            char norm[16];
+            spb_err e;
+            spb_err_clear(&e);
+            if (spb_ods_check(norm, sizeof(norm), cl->ods, &e) < 0)
+                cfg_error(st, 0, "[client.%s] a practice needs its ods: %s", cl->name, e.message);
+            else
+                snprintf(cl->ods, sizeof(cl->ods), "%s", norm);
+        }
+        if (cl->role == SPB_ROLE_AUDITOR && cl->region[0] == '\0')
+            cfg_error(st, 0, "[client.%s] an auditor needs its region", cl->name);
+    }
     if (cfg->default_service[0] != '\0') {
         int found = 0;
         for (int k = 0; k < cfg->nservices; k++)
@@ -303,19 +408,33 @@ int spb_config_load(spb_config *cfg, const char *path, spb_diags *diags, spb_err
             cfg_error(st, 0, "[routing] default_service '%s' has no [service.%s] section",
                       cfg->default_service, cfg->default_service);
     }
-    /* Relative folders in a configuration file are relative to that file, so a config
-     * works the same from any working directory. */
+    /* Relative paths in a configuration file are relative to that file, so a config works
+     * the same from any working directory. */
     {
-        char *dirs[] = {cfg->mappings_dir, cfg->schema_dir};
-        const setting *keys[] = {find_setting("spbridge", "mappings_dir"),
-                                 find_setting("spbridge", "schema_dir")};
+        static const char *const path_keys[][2] = {
+            {"spbridge", "mappings_dir"}, {"spbridge", "schema_dir"},
+            {"spbridge", "store_path"},   {"server", "tls_cert"},
+            {"server", "tls_key"},        {"server", "tls_ca"},
+            {"server", "tls_crl"},        {"delivery", "client_cert"},
+            {"delivery", "client_key"},   {"delivery", "client_key_passphrase_file"},
+            {"delivery", "ca_file"}};
         const char *slash = strrchr(path, '/');
-        for (size_t i = 0; i < 2 && slash != NULL; i++) {
-            char joined[sizeof(cfg->mappings_dir)];
-            if (!st->seen[0][keys[i] - settings] || dirs[i][0] == '\0' || dirs[i][0] == '/')
+        for (size_t i = 0; i < sizeof(path_keys) / sizeof(path_keys[0]) && slash != NULL; i++) {
+            const setting *key = find_setting(path_keys[i][0], path_keys[i][1]);
+            char *value = (char *)cfg + key->offset;
+            char joined[512];
+            if (!st->seen[0][key - settings] || value[0] == '\0' || value[0] == '/')
                 continue;
-            snprintf(joined, sizeof(joined), "%.*s/%s", (int)(slash - path), path, dirs[i]);
-            snprintf(dirs[i], sizeof(cfg->mappings_dir), "%s", joined);
+            snprintf(joined, sizeof(joined), "%.*s/%s", (int)(slash - path), path, value);
+            snprintf(value, key->size, "%s", joined);
+        }
+        for (int i = 0; i < cfg->npractices && slash != NULL; i++) {
+            char *value = cfg->practices[i].spool_dir;
+            char joined[512];
+            if (value[0] == '\0' || value[0] == '/')
+                continue;
+            snprintf(joined, sizeof(joined), "%.*s/%s", (int)(slash - path), path, value);
+            snprintf(value, sizeof(cfg->practices[i].spool_dir), "%s", joined);
         }
     }
     rc = st->errors ? SPB_ECONFIG : 0;
@@ -357,6 +476,22 @@ void spb_config_dump(const spb_config *cfg, FILE *out)
             fprintf(out, "dialect = %s\n", p->dialect);
         if (p->region[0])
             fprintf(out, "region = %s\n", p->region);
+        if (p->spool_dir[0])
+            fprintf(out, "spool_dir = %s\n", p->spool_dir);
+    }
+    for (int k = 0; k < cfg->nclients; k++) {
+        const spb_client_cfg *c = &cfg->clients[k];
+        fprintf(out, "\n[client.%s]\nrole = %s\n", c->name, c->role_name);
+        if (c->ods[0])
+            fprintf(out, "ods = %s\n", c->ods);
+        if (c->region[0])
+            fprintf(out, "region = %s\n", c->region);
+        if (c->subject[0])
+            fprintf(out, "subject = %s\n", c->subject);
+        if (c->san[0])
+            fprintf(out, "san = %s\n", c->san);
+        if (c->fingerprint[0])
+            fprintf(out, "fingerprint = %s\n", c->fingerprint);
     }
 }
 
@@ -402,6 +537,20 @@ int spb_config_route(void *user, const char *practice_ods, spb_route *out, spb_e
     snprintf(out->name, sizeof(out->name), "%s", svc->name);
     snprintf(out->ods, sizeof(out->ods), "%s", svc->ods);
     return 0;
+}
+
+const spb_service_cfg *spb_config_service(const spb_config *cfg, const char *id)
+{
+    return find_service(cfg, id);
+}
+
+const spb_practice_cfg *spb_config_practice(const spb_config *cfg, const char *ods)
+{
+    for (int i = 0; i < cfg->npractices; i++) {
+        if (strcmp(cfg->practices[i].ods, ods) == 0)
+            return &cfg->practices[i];
+    }
+    return NULL;
 }
 
 const char *spb_config_practice_dialect(const spb_config *cfg, const char *ods)

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config git
   libxml2-dev libxml2-utils libjansson-dev libinih-dev libssl-dev openssl
-  libcmocka-dev clang-format)
+  libcmocka-dev clang-format
+  libsqlite3-dev sqlite3 libcurl4-openssl-dev libevent-dev curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -15,6 +15,7 @@
 
 #define SPB_CONFIG_MAX_SERVICES  32
 #define SPB_CONFIG_MAX_PRACTICES 512
+#define SPB_CONFIG_MAX_CLIENTS   256
 
 typedef struct spb_service_cfg {
     char id[64];
@@ -28,7 +29,27 @@ typedef struct spb_practice_cfg {
     char service[64];
     char dialect[64];
     char region[32];
+    char spool_dir[512];
 } spb_practice_cfg;
+
+typedef enum {
+    SPB_ROLE_PRACTICE = 0,
+    SPB_ROLE_SERVICE,
+    SPB_ROLE_AUDITOR,
+    SPB_ROLE_ADMIN,
+} spb_client_role;
+
+/* A client certificate's identity: matched by fingerprint, SAN or subject. */
+typedef struct spb_client_cfg {
+    char name[64];
+    char role_name[16];
+    spb_client_role role;
+    char ods[16];          /* practice: the practice it may act for; service: its ODS */
+    char region[32];       /* auditor: the region it may see */
+    char subject[256];     /* e.g. /O=NHS/OU=B83002/CN=... (as openssl -subject prints, */
+    char san[256];         /*   or CN=...), a SAN URI/DNS value, */
+    char fingerprint[128]; /*   or a SHA-256 fingerprint AA:BB:... */
+} spb_client_cfg;
 
 typedef struct spb_config {
     char path[512];
@@ -38,6 +59,22 @@ typedef struct spb_config {
     long xml_max_bytes;
     long xml_max_depth;
     char default_service[64];
+    char store_path[512];
+    /* [server] */
+    char listen_address[64];
+    long listen_port;
+    char tls_cert[512], tls_key[512], tls_ca[512], tls_crl[512], tls_ciphers[512];
+    long max_body_bytes;
+    long intake_workers;
+    long spool_poll_ms;
+    /* [delivery] */
+    long delivery_workers;
+    long connect_timeout_ms, timeout_ms;
+    long retry_base_ms, retry_max_ms, max_attempts, lease_ms;
+    char client_cert[512], client_key[512], client_key_passphrase_file[512], ca_file[512];
+    char pinned_public_key[256];
+    spb_client_cfg clients[SPB_CONFIG_MAX_CLIENTS];
+    int nclients;
     spb_service_cfg services[SPB_CONFIG_MAX_SERVICES];
     int nservices;
     spb_practice_cfg practices[SPB_CONFIG_MAX_PRACTICES];
@@ -56,6 +93,12 @@ void spb_config_dump(const spb_config *cfg, FILE *out);
 
 /* Route function for spb_translate: the practice's service, else default_service. */
 int spb_config_route(void *cfg, const char *practice_ods, spb_route *out, spb_err *err);
+
+/* The service with id `id`, or NULL. */
+const spb_service_cfg *spb_config_service(const spb_config *cfg, const char *id);
+
+/* The practice's configuration, or NULL. */
+const spb_practice_cfg *spb_config_practice(const spb_config *cfg, const char *ods);
 
 /* The practice's configured dialect, or NULL. */
 const char *spb_config_practice_dialect(const spb_config *cfg, const char *ods);

@@ -1,0 +1,866 @@
+/*
+ * SQLite store. See store.h for the guarantees; the rules that make them hold:
+ *  - WAL with synchronous=FULL, so a COMMIT is on disk before we answer anyone;
+ *  - every multi-row change is one BEGIN IMMEDIATE ... COMMIT, rolled back on any error;
+ *  - a delivery worker owns a row only while its lease lasts; recovery hands expired rows
+ *    back, and Bundles are idempotent, so a second send is harmless;
+ *  - per-referral order: a row is claimable only when no older row of the same referral is
+ *    still pending.
+ */
+#include "spbridge/store.h"
+
+#include <openssl/rand.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "spbridge/ident.h"
+
+#define SCHEMA_VERSION 1
+
+struct spb_store {
+    sqlite3 *db;
+    char path[512];
+};
+
+static const char *schema_sql =
+    "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS events("
+    "  id TEXT PRIMARY KEY,"             /* tracking id */
+    "  source_key TEXT NOT NULL UNIQUE," /* practice|event uuid: one source event, once */
+    "  practice TEXT NOT NULL,"
+    "  event_uuid TEXT NOT NULL,"
+    "  referral TEXT NOT NULL,"
+    "  kind TEXT NOT NULL,"
+    "  dialect TEXT,"
+    "  mapping_version TEXT,"
+    "  trigger_code TEXT,"
+    "  channel TEXT, identity TEXT, source_name TEXT,"
+    "  received_at INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS events_referral ON events(referral);"
+    "CREATE TABLE IF NOT EXISTS outbox("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  event_id TEXT NOT NULL REFERENCES events(id),"
+    "  referral TEXT NOT NULL,"
+    "  practice TEXT NOT NULL,"
+    "  service_id TEXT NOT NULL,"
+    "  kind TEXT NOT NULL,"
+    "  payload TEXT NOT NULL,"
+    "  state TEXT NOT NULL CHECK(state IN"
+    "    ('queued','delivering','retrying','delivered','dead','recorded')),"
+    "  attempts INTEGER NOT NULL DEFAULT 0,"
+    "  next_attempt_at INTEGER NOT NULL,"
+    "  lease_until INTEGER,"
+    "  last_status INTEGER, last_error TEXT, response TEXT, server_ids TEXT,"
+    "  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, delivered_at INTEGER,"
+    "  replay_of INTEGER REFERENCES outbox(id));"
+    "CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_attempt_at);"
+    "CREATE INDEX IF NOT EXISTS outbox_referral ON outbox(referral, id);"
+    "CREATE TABLE IF NOT EXISTS attempts("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  outbox_id INTEGER NOT NULL REFERENCES outbox(id),"
+    "  attempt INTEGER NOT NULL,"
+    "  started_at INTEGER NOT NULL, finished_at INTEGER NOT NULL,"
+    "  http_status INTEGER, outcome TEXT NOT NULL, error TEXT);"
+    "CREATE INDEX IF NOT EXISTS attempts_outbox ON attempts(outbox_id);"
+    "CREATE TABLE IF NOT EXISTS parked("
+    "  id TEXT PRIMARY KEY,"
+    "  received_at INTEGER NOT NULL,"
+    "  identity TEXT, practice TEXT, channel TEXT, source_name TEXT,"
+    "  error_code TEXT NOT NULL, issue TEXT NOT NULL, message TEXT NOT NULL, hint TEXT,"
+    "  line INTEGER, location TEXT,"
+    "  body BLOB NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS audit("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  at INTEGER NOT NULL,"
+    "  identity TEXT, practice TEXT, referral TEXT,"
+    "  step TEXT NOT NULL, result TEXT NOT NULL, detail TEXT, mapping_version TEXT);";
+
+int64_t spb_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int db_error(spb_store *s, spb_err *err, const char *what)
+{
+    int code = sqlite3_errcode(s->db);
+    int rc = (code == SQLITE_BUSY || code == SQLITE_LOCKED) ? SPB_ERETRY : SPB_ERR;
+    spb_err_set(err, rc, SPB_ISSUE_EXCEPTION, "store: %s: %s", what, sqlite3_errmsg(s->db));
+    return rc;
+}
+
+static int exec(spb_store *s, const char *sql, spb_err *err)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        int code = sqlite3_errcode(s->db);
+        spb_err_set(err, code == SQLITE_BUSY ? SPB_ERETRY : SPB_ERR, SPB_ISSUE_EXCEPTION,
+                    "store: %s", msg ? msg : "error");
+        sqlite3_free(msg);
+        return code == SQLITE_BUSY ? SPB_ERETRY : SPB_ERR;
+    }
+    return 0;
+}
+
+static void rollback(spb_store *s)
+{
+    sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+int spb_store_open(spb_store **out, const char *path, spb_err *err)
+{
+    spb_store *s = calloc(1, sizeof(*s));
+    int rc = SPB_ERR;
+
+    *out = NULL;
+    if (s == NULL)
+        return spb_err_set(err, SPB_ENOMEM, SPB_ISSUE_EXCEPTION, "out of memory");
+    snprintf(s->path, sizeof(s->path), "%s", path);
+    if (sqlite3_open_v2(path, &s->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        spb_err_set(err, SPB_ECONFIG, SPB_ISSUE_EXCEPTION, "cannot open the store %s: %s", path,
+                    s->db ? sqlite3_errmsg(s->db) : "out of memory");
+        spb_err_hint(err, "check store_path in the configuration and the folder's permissions");
+        goto out;
+    }
+    sqlite3_busy_timeout(s->db, 10000);
+    rc = exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;", err);
+    if (rc == 0)
+        rc = exec(s, schema_sql, err);
+    if (rc == 0)
+        rc = exec(s, "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '1')", err);
+out:
+    if (rc < 0) {
+        spb_store_close(s);
+        return rc;
+    }
+    *out = s;
+    return 0;
+}
+
+void spb_store_close(spb_store *s)
+{
+    if (s == NULL)
+        return;
+    sqlite3_close_v2(s->db);
+    free(s);
+}
+
+/* ---- small statement helpers ---- */
+
+static sqlite3_stmt *prep(spb_store *s, const char *sql, spb_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
+        db_error(s, err, "prepare");
+        return NULL;
+    }
+    return st;
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+    if (v == NULL || *v == '\0')
+        sqlite3_bind_null(st, i);
+    else
+        sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
+}
+
+static int audit_row(spb_store *s, int64_t at, const char *identity, const char *practice,
+                     const char *referral, const char *step, const char *result, const char *detail,
+                     const char *mapping_version, spb_err *err)
+{
+    sqlite3_stmt *st = prep(s,
+                            "INSERT INTO audit(at, identity, practice, referral, step, result, "
+                            "detail, mapping_version) VALUES (?,?,?,?,?,?,?,?)",
+                            err);
+    int rc = 0;
+    if (st == NULL)
+        return SPB_ERR;
+    sqlite3_bind_int64(st, 1, at);
+    bind_text(st, 2, identity);
+    bind_text(st, 3, practice);
+    bind_text(st, 4, referral);
+    bind_text(st, 5, step);
+    bind_text(st, 6, result);
+    bind_text(st, 7, detail);
+    bind_text(st, 8, mapping_version);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = db_error(s, err, "audit");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int spb_store_audit(spb_store *s, const char *identity, const char *practice, const char *referral,
+                    const char *step, const char *result, const char *detail, spb_err *err)
+{
+    return audit_row(s, spb_now_ms(), identity, practice, referral, step, result, detail, NULL,
+                     err);
+}
+
+static void tracking_id_for(char out[SPB_UUID_LEN + 1], const char *practice,
+                            const char *event_uuid)
+{
+    char name[128];
+    snprintf(name, sizeof(name), "tracking|%s|%s", practice, event_uuid);
+    spb_uuid_v5(out, name);
+}
+
+int spb_store_intake(spb_store *s, const spb_translation *tr, const spb_intake_meta *meta,
+                     spb_intake_item *items, size_t max, size_t *n, spb_err *err)
+{
+    sqlite3_stmt *find = NULL, *ins_event = NULL, *ins_outbox = NULL;
+    int64_t now = spb_now_ms();
+    int rc;
+
+    *n = 0;
+    rc = exec(s, "BEGIN IMMEDIATE", err);
+    if (rc < 0)
+        return rc;
+    find = prep(s, "SELECT id FROM events WHERE source_key = ?", err);
+    ins_event = prep(s,
+                     "INSERT INTO events(id, source_key, practice, event_uuid, referral, kind, "
+                     "dialect, mapping_version, trigger_code, channel, identity, source_name, "
+                     "received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                     err);
+    ins_outbox = prep(s,
+                      "INSERT INTO outbox(event_id, referral, practice, service_id, kind, "
+                      "payload, state, next_attempt_at, created_at, updated_at) "
+                      "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                      err);
+    if (find == NULL || ins_event == NULL || ins_outbox == NULL) {
+        rc = SPB_ERR;
+        goto out;
+    }
+    for (size_t i = 0; i < tr->n && *n < max; i++) {
+        const spb_translated *t = &tr->items[i];
+        spb_intake_item *it = &items[(*n)++];
+        char key[80];
+        const char *kind = spb_event_kind_name(t->kind);
+        int send = t->kind == SPB_KIND_REFERRAL || t->kind == SPB_KIND_CANCELLATION;
+        char *payload = NULL;
+
+        memset(it, 0, sizeof(*it));
+        it->kind = t->kind;
+        snprintf(it->referral, sizeof(it->referral), "%s", t->source_uuid);
+        snprintf(key, sizeof(key), "%s|%s", t->practice_ods, t->event_uuid);
+        sqlite3_reset(find);
+        sqlite3_bind_text(find, 1, key, -1, SQLITE_TRANSIENT);
+        if (sqlite3_step(find) == SQLITE_ROW) {
+            snprintf(it->tracking_id, sizeof(it->tracking_id), "%s",
+                     (const char *)sqlite3_column_text(find, 0));
+            it->duplicate = 1;
+            rc = audit_row(s, now, meta->identity, t->practice_ods, t->source_uuid, "received",
+                           "duplicate", "the same source event was received before",
+                           tr->mapping_version, err);
+            if (rc < 0)
+                goto out;
+            continue;
+        }
+        tracking_id_for(it->tracking_id, t->practice_ods, t->event_uuid);
+        sqlite3_reset(ins_event);
+        bind_text(ins_event, 1, it->tracking_id);
+        bind_text(ins_event, 2, key);
+        bind_text(ins_event, 3, t->practice_ods);
+        bind_text(ins_event, 4, t->event_uuid);
+        bind_text(ins_event, 5, t->source_uuid);
+        bind_text(ins_event, 6, kind);
+        bind_text(ins_event, 7, tr->dialect);
+        bind_text(ins_event, 8, tr->mapping_version);
+        bind_text(ins_event, 9, t->trigger_code);
+        bind_text(ins_event, 10, meta->channel);
+        bind_text(ins_event, 11, meta->identity);
+        bind_text(ins_event, 12, meta->source_name);
+        sqlite3_bind_int64(ins_event, 13, now);
+        if (sqlite3_step(ins_event) != SQLITE_DONE) {
+            rc = db_error(s, err, "insert event");
+            goto out;
+        }
+        payload = json_dumps(t->resource, JSON_COMPACT);
+        if (payload == NULL) {
+            rc = spb_err_set(err, SPB_ENOMEM, SPB_ISSUE_EXCEPTION, "out of memory");
+            goto out;
+        }
+        sqlite3_reset(ins_outbox);
+        bind_text(ins_outbox, 1, it->tracking_id);
+        bind_text(ins_outbox, 2, t->source_uuid);
+        bind_text(ins_outbox, 3, t->practice_ods);
+        bind_text(ins_outbox, 4, t->service_id);
+        bind_text(ins_outbox, 5, kind);
+        sqlite3_bind_text(ins_outbox, 6, payload, -1, free);
+        bind_text(ins_outbox, 7, send ? "queued" : "recorded");
+        sqlite3_bind_int64(ins_outbox, 8, now);
+        sqlite3_bind_int64(ins_outbox, 9, now);
+        sqlite3_bind_int64(ins_outbox, 10, now);
+        if (sqlite3_step(ins_outbox) != SQLITE_DONE) {
+            rc = db_error(s, err, "insert outbox");
+            goto out;
+        }
+        it->outbox_id = send ? sqlite3_last_insert_rowid(s->db) : 0;
+        rc = audit_row(s, now, meta->identity, t->practice_ods, t->source_uuid, "received", "ok",
+                       meta->channel, tr->mapping_version, err);
+        if (rc == 0)
+            rc = audit_row(s, now, meta->identity, t->practice_ods, t->source_uuid, "translated",
+                           "ok", kind, tr->mapping_version, err);
+        if (rc == 0)
+            rc = audit_row(s, now, meta->identity, t->practice_ods, t->source_uuid,
+                           send ? "queued" : "recorded", "ok", t->service_id, tr->mapping_version,
+                           err);
+        if (rc < 0)
+            goto out;
+    }
+    rc = exec(s, "COMMIT", err);
+out:
+    sqlite3_finalize(find);
+    sqlite3_finalize(ins_event);
+    sqlite3_finalize(ins_outbox);
+    if (rc < 0) {
+        rollback(s);
+        *n = 0;
+    }
+    return rc;
+}
+
+static void random_uuid(char out[SPB_UUID_LEN + 1])
+{
+    unsigned char b[16];
+    RAND_bytes(b, sizeof(b));
+    b[6] = (unsigned char)((b[6] & 0x0f) | 0x40);
+    b[8] = (unsigned char)((b[8] & 0x3f) | 0x80);
+    snprintf(out, SPB_UUID_LEN + 1,
+             "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1],
+             b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+             b[15]);
+}
+
+int spb_store_park(spb_store *s, const spb_intake_meta *meta, const char *body, size_t len,
+                   const spb_err *reason, char id_out[SPB_UUID_LEN + 1], spb_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t now = spb_now_ms();
+    int rc = exec(s, "BEGIN IMMEDIATE", err);
+
+    if (rc < 0)
+        return rc;
+    random_uuid(id_out);
+    st = prep(s,
+              "INSERT INTO parked(id, received_at, identity, practice, channel, source_name, "
+              "error_code, issue, message, hint, line, location, body) "
+              "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+              err);
+    if (st == NULL) {
+        rc = SPB_ERR;
+        goto out;
+    }
+    bind_text(st, 1, id_out);
+    sqlite3_bind_int64(st, 2, now);
+    bind_text(st, 3, meta->identity);
+    bind_text(st, 4, meta->identity_ods);
+    bind_text(st, 5, meta->channel);
+    bind_text(st, 6, meta->source_name);
+    bind_text(st, 7, spb_code_name(reason->code));
+    bind_text(st, 8, spb_issue_name(reason->issue));
+    bind_text(st, 9, reason->message);
+    bind_text(st, 10, reason->hint);
+    sqlite3_bind_int(st, 11, reason->line);
+    bind_text(st, 12, reason->path);
+    sqlite3_bind_blob(st, 13, body, (int)len, SQLITE_TRANSIENT);
+    if (sqlite3_step(st) != SQLITE_DONE) {
+        rc = db_error(s, err, "park");
+        goto out;
+    }
+    rc = audit_row(s, now, meta->identity, meta->identity_ods, NULL, "refused",
+                   spb_code_name(reason->code), reason->message, NULL, err);
+    if (rc == 0)
+        rc = exec(s, "COMMIT", err);
+out:
+    sqlite3_finalize(st);
+    if (rc < 0)
+        rollback(s);
+    return rc;
+}
+
+/* ---- delivery ---- */
+
+int spb_store_claim(spb_store *s, int64_t now_ms, int64_t lease_ms, spb_outbox_job *job,
+                    spb_err *err)
+{
+    /* The first due row whose referral has no older row still pending. */
+    static const char *sql =
+        "UPDATE outbox SET state = 'delivering', attempts = attempts + 1, lease_until = ?1, "
+        "  updated_at = ?2 "
+        "WHERE id = (SELECT o.id FROM outbox o WHERE o.state IN ('queued','retrying') "
+        "  AND o.next_attempt_at <= ?2 AND NOT EXISTS (SELECT 1 FROM outbox p "
+        "    WHERE p.referral = o.referral AND p.id < o.id "
+        "    AND p.state IN ('queued','retrying','delivering')) "
+        "  ORDER BY o.next_attempt_at, o.id LIMIT 1) "
+        "RETURNING id, event_id, referral, practice, service_id, payload, attempts, created_at";
+    sqlite3_stmt *st = NULL;
+    int rc = exec(s, "BEGIN IMMEDIATE", err);
+    int found = 0;
+
+    memset(job, 0, sizeof(*job));
+    if (rc < 0)
+        return rc;
+    st = prep(s, sql, err);
+    if (st == NULL) {
+        rc = SPB_ERR;
+        goto out;
+    }
+    sqlite3_bind_int64(st, 1, now_ms + lease_ms);
+    sqlite3_bind_int64(st, 2, now_ms);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        job->id = sqlite3_column_int64(st, 0);
+        snprintf(job->event_id, sizeof(job->event_id), "%s", sqlite3_column_text(st, 1));
+        snprintf(job->referral, sizeof(job->referral), "%s", sqlite3_column_text(st, 2));
+        snprintf(job->practice, sizeof(job->practice), "%s", sqlite3_column_text(st, 3));
+        snprintf(job->service_id, sizeof(job->service_id), "%s", sqlite3_column_text(st, 4));
+        job->payload = strdup((const char *)sqlite3_column_text(st, 5));
+        job->attempts = sqlite3_column_int(st, 6);
+        job->created_at = sqlite3_column_int64(st, 7);
+        found = job->payload != NULL;
+        rc = sqlite3_step(st);
+    }
+    if (rc != SQLITE_DONE) {
+        rc = db_error(s, err, "claim");
+        free(job->payload);
+        job->payload = NULL;
+        goto out;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    rc = exec(s, "COMMIT", err);
+out:
+    sqlite3_finalize(st);
+    if (rc < 0) {
+        rollback(s);
+        free(job->payload);
+        job->payload = NULL;
+        return rc;
+    }
+    return found;
+}
+
+int64_t spb_store_next_due(spb_store *s)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t when = -1;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT MIN(next_attempt_at) FROM outbox WHERE state IN "
+                           "('queued','retrying')",
+                           -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+        when = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return when;
+}
+
+int spb_store_finish(spb_store *s, const spb_outbox_job *job, const spb_attempt_result *r,
+                     spb_err *err)
+{
+    static const char *outcome_names[] = {"delivered", "retry", "dead"};
+    sqlite3_stmt *att = NULL, *upd = NULL;
+    const char *state = r->outcome == SPB_DELIVERED ? "delivered"
+                        : r->outcome == SPB_RETRY   ? "retrying"
+                                                    : "dead";
+    int64_t now = spb_now_ms();
+    int rc = exec(s, "BEGIN IMMEDIATE", err);
+
+    if (rc < 0)
+        return rc;
+    att = prep(s,
+               "INSERT INTO attempts(outbox_id, attempt, started_at, finished_at, http_status, "
+               "outcome, error) VALUES (?,?,?,?,?,?,?)",
+               err);
+    upd = prep(s,
+               "UPDATE outbox SET state = ?, lease_until = NULL, last_status = ?, last_error = ?, "
+               "response = COALESCE(?, response), server_ids = COALESCE(?, server_ids), "
+               "next_attempt_at = ?, updated_at = ?, "
+               "delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END "
+               "WHERE id = ? AND state = 'delivering'",
+               err);
+    if (att == NULL || upd == NULL) {
+        rc = SPB_ERR;
+        goto out;
+    }
+    sqlite3_bind_int64(att, 1, job->id);
+    sqlite3_bind_int(att, 2, job->attempts);
+    sqlite3_bind_int64(att, 3, r->started_at);
+    sqlite3_bind_int64(att, 4, r->finished_at);
+    if (r->http_status > 0)
+        sqlite3_bind_int(att, 5, r->http_status);
+    bind_text(att, 6, outcome_names[r->outcome]);
+    bind_text(att, 7, r->error);
+    if (sqlite3_step(att) != SQLITE_DONE) {
+        rc = db_error(s, err, "attempt");
+        goto out;
+    }
+    bind_text(upd, 1, state);
+    if (r->http_status > 0)
+        sqlite3_bind_int(upd, 2, r->http_status);
+    bind_text(upd, 3, r->outcome == SPB_DELIVERED ? NULL : r->error);
+    bind_text(upd, 4, r->response);
+    bind_text(upd, 5, r->server_ids);
+    sqlite3_bind_int64(upd, 6, r->outcome == SPB_RETRY ? r->next_attempt_at : now);
+    sqlite3_bind_int64(upd, 7, now);
+    bind_text(upd, 8, state);
+    sqlite3_bind_int64(upd, 9, now);
+    sqlite3_bind_int64(upd, 10, job->id);
+    if (sqlite3_step(upd) != SQLITE_DONE) {
+        rc = db_error(s, err, "finish");
+        goto out;
+    }
+    {
+        char detail[300];
+        snprintf(detail, sizeof(detail), "attempt %d, HTTP %d%s%s", job->attempts, r->http_status,
+                 r->error ? ": " : "", r->error ? r->error : "");
+        rc = audit_row(s, now, "spbridge", job->practice, job->referral, "delivery_attempt",
+                       outcome_names[r->outcome], detail, NULL, err);
+        if (rc == 0 && r->outcome != SPB_RETRY)
+            rc = audit_row(s, now, "spbridge", job->practice, job->referral,
+                           r->outcome == SPB_DELIVERED ? "delivered" : "dead_lettered",
+                           r->outcome == SPB_DELIVERED ? "ok" : "failed", detail, NULL, err);
+    }
+    if (rc == 0)
+        rc = exec(s, "COMMIT", err);
+out:
+    sqlite3_finalize(att);
+    sqlite3_finalize(upd);
+    if (rc < 0)
+        rollback(s);
+    return rc;
+}
+
+int spb_store_recover(spb_store *s, int64_t now_ms, int all, int *n, spb_err *err)
+{
+    sqlite3_stmt *st = prep(s,
+                            "UPDATE outbox SET state = 'retrying', lease_until = NULL, "
+                            "next_attempt_at = ?1, updated_at = ?1, "
+                            "last_error = 'the previous attempt did not finish (process "
+                            "stopped); re-sending is safe, the Bundle is idempotent' "
+                            "WHERE state = 'delivering' AND (?2 OR lease_until < ?1)",
+                            err);
+    int rc = 0;
+    *n = 0;
+    if (st == NULL)
+        return SPB_ERR;
+    sqlite3_bind_int64(st, 1, now_ms);
+    sqlite3_bind_int(st, 2, all);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = db_error(s, err, "recover");
+    else
+        *n = sqlite3_changes(s->db);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+/* ---- views ---- */
+
+int spb_store_counts_get(spb_store *s, spb_store_counts *c, spb_err *err)
+{
+    sqlite3_stmt *st = prep(s, "SELECT state, COUNT(*) FROM outbox GROUP BY state", err);
+    memset(c, 0, sizeof(*c));
+    if (st == NULL)
+        return SPB_ERR;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *state = (const char *)sqlite3_column_text(st, 0);
+        long v = sqlite3_column_int64(st, 1);
+        if (strcmp(state, "queued") == 0)
+            c->queued = v;
+        else if (strcmp(state, "delivering") == 0)
+            c->delivering = v;
+        else if (strcmp(state, "retrying") == 0)
+            c->retrying = v;
+        else if (strcmp(state, "delivered") == 0)
+            c->delivered = v;
+        else if (strcmp(state, "dead") == 0)
+            c->dead = v;
+        else if (strcmp(state, "recorded") == 0)
+            c->recorded = v;
+    }
+    sqlite3_finalize(st);
+    st = prep(s,
+              "SELECT (SELECT COUNT(*) FROM parked), (SELECT COUNT(*) FROM attempts), "
+              "(SELECT COUNT(*) FROM attempts WHERE outcome != 'delivered')",
+              err);
+    if (st == NULL)
+        return SPB_ERR;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        c->parked = sqlite3_column_int64(st, 0);
+        c->attempts = sqlite3_column_int64(st, 1);
+        c->failed_attempts = sqlite3_column_int64(st, 2);
+    }
+    sqlite3_finalize(st);
+    return 0;
+}
+
+/* Turns the current row into a JSON object with the given column names. */
+static json_t *row_object(sqlite3_stmt *st)
+{
+    json_t *o = json_object();
+    int n = sqlite3_column_count(st);
+    for (int i = 0; i < n; i++) {
+        const char *name = sqlite3_column_name(st, i);
+        switch (sqlite3_column_type(st, i)) {
+        case SQLITE_INTEGER:
+            json_object_set_new(o, name, json_integer(sqlite3_column_int64(st, i)));
+            break;
+        case SQLITE_TEXT: {
+            const char *text = (const char *)sqlite3_column_text(st, i);
+            /* columns holding JSON documents are embedded as JSON */
+            if (strcmp(name, "server_ids") == 0 || strcmp(name, "payload") == 0 ||
+                strcmp(name, "response_json") == 0) {
+                json_t *j = json_loads(text, 0, NULL);
+                json_object_set_new(o, name, j ? j : json_string(text));
+            } else {
+                json_object_set_new(o, name, json_string(text));
+            }
+            break;
+        }
+        default:
+            break; /* NULL: omitted */
+        }
+    }
+    return o;
+}
+
+static int rows_to_array(spb_store *s, sqlite3_stmt *st, json_t *arr, spb_err *err)
+{
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        json_array_append_new(arr, row_object(st));
+    if (rc != SQLITE_DONE)
+        return db_error(s, err, "query");
+    return 0;
+}
+
+#define OUTBOX_COLUMNS                                                                             \
+    "id, event_id AS tracking_id, referral, practice, service_id AS service, kind, state, "        \
+    "attempts, next_attempt_at, last_status, last_error, server_ids, created_at, updated_at, "     \
+    "delivered_at, replay_of"
+
+int spb_store_event_status(spb_store *s, const char *tracking_id, json_t **out, char practice[16],
+                           spb_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    json_t *ev = NULL, *rows = NULL;
+    int rc = 0;
+
+    *out = NULL;
+    st = prep(s,
+              "SELECT id AS tracking_id, practice, referral, event_uuid AS event, kind, dialect, "
+              "mapping_version, channel, received_at FROM events WHERE id = ?",
+              err);
+    if (st == NULL)
+        return SPB_ERR;
+    bind_text(st, 1, tracking_id);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        spb_err_set(err, SPB_ENOTFOUND, SPB_ISSUE_NOT_FOUND, "no event with tracking id %.40s",
+                    tracking_id);
+        return SPB_ENOTFOUND;
+    }
+    ev = row_object(st);
+    snprintf(practice, 16, "%s", (const char *)sqlite3_column_text(st, 1));
+    sqlite3_finalize(st);
+    st = prep(s,
+              "SELECT " OUTBOX_COLUMNS ", response AS response_json FROM outbox WHERE "
+              "event_id = ? ORDER BY id",
+              err);
+    if (st == NULL) {
+        rc = SPB_ERR;
+        goto out;
+    }
+    bind_text(st, 1, tracking_id);
+    rows = json_array();
+    rc = rows_to_array(s, st, rows, err);
+    if (rc < 0)
+        goto out;
+    /* the event's state is that of its newest delivery row */
+    if (json_array_size(rows) > 0) {
+        json_t *last = json_array_get(rows, json_array_size(rows) - 1);
+        json_object_set(ev, "state", json_object_get(last, "state"));
+    }
+    json_object_set_new(ev, "deliveries", rows);
+    rows = NULL;
+    *out = ev;
+    ev = NULL;
+out:
+    sqlite3_finalize(st);
+    json_decref(ev);
+    json_decref(rows);
+    return rc;
+}
+
+int spb_store_outbox_list(spb_store *s, const char *state, int limit, json_t **out, spb_err *err)
+{
+    sqlite3_stmt *st = prep(s,
+                            "SELECT " OUTBOX_COLUMNS " FROM outbox WHERE (?1 IS NULL OR state = "
+                            "?1) ORDER BY id DESC LIMIT ?2",
+                            err);
+    json_t *arr;
+    int rc;
+    *out = NULL;
+    if (st == NULL)
+        return SPB_ERR;
+    bind_text(st, 1, state);
+    sqlite3_bind_int(st, 2, limit);
+    arr = json_array();
+    rc = rows_to_array(s, st, arr, err);
+    sqlite3_finalize(st);
+    if (rc < 0) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = arr;
+    return 0;
+}
+
+int spb_store_outbox_show(spb_store *s, int64_t id, json_t **out, spb_err *err)
+{
+    sqlite3_stmt *st = prep(s,
+                            "SELECT " OUTBOX_COLUMNS ", response AS response_json, payload FROM "
+                            "outbox WHERE id = ?",
+                            err);
+    json_t *row, *atts;
+    int rc;
+    *out = NULL;
+    if (st == NULL)
+        return SPB_ERR;
+    sqlite3_bind_int64(st, 1, id);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        spb_err_set(err, SPB_ENOTFOUND, SPB_ISSUE_NOT_FOUND, "no outbox row %lld", (long long)id);
+        return SPB_ENOTFOUND;
+    }
+    row = row_object(st);
+    sqlite3_finalize(st);
+    st = prep(s,
+              "SELECT attempt, started_at, finished_at, http_status, outcome, error FROM "
+              "attempts WHERE outbox_id = ? ORDER BY id",
+              err);
+    if (st == NULL) {
+        json_decref(row);
+        return SPB_ERR;
+    }
+    sqlite3_bind_int64(st, 1, id);
+    atts = json_array();
+    rc = rows_to_array(s, st, atts, err);
+    sqlite3_finalize(st);
+    json_object_set_new(row, "attempt_log", atts);
+    if (rc < 0) {
+        json_decref(row);
+        return rc;
+    }
+    *out = row;
+    return 0;
+}
+
+int spb_store_replay(spb_store *s, int64_t id, const char *who, int64_t *new_id, spb_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t now = spb_now_ms();
+    int rc = exec(s, "BEGIN IMMEDIATE", err);
+    char practice[16] = "", referral[SPB_UUID_LEN + 1] = "";
+
+    if (rc < 0)
+        return rc;
+    st = prep(s,
+              "INSERT INTO outbox(event_id, referral, practice, service_id, kind, payload, "
+              "state, next_attempt_at, created_at, updated_at, replay_of) "
+              "SELECT event_id, referral, practice, service_id, kind, payload, 'queued', ?1, ?1, "
+              "?1, id FROM outbox WHERE id = ?2 AND state IN ('dead','delivered') "
+              "RETURNING id, practice, referral",
+              err);
+    if (st == NULL) {
+        rc = SPB_ERR;
+        goto out;
+    }
+    sqlite3_bind_int64(st, 1, now);
+    sqlite3_bind_int64(st, 2, id);
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        st = NULL;
+        rc = spb_err_set(err, SPB_ENOTFOUND, SPB_ISSUE_NOT_FOUND,
+                         "outbox row %lld does not exist or is still pending (only dead or "
+                         "delivered rows can be replayed)",
+                         (long long)id);
+        goto out;
+    }
+    *new_id = sqlite3_column_int64(st, 0);
+    snprintf(practice, sizeof(practice), "%s", sqlite3_column_text(st, 1));
+    snprintf(referral, sizeof(referral), "%s", sqlite3_column_text(st, 2));
+    sqlite3_step(st);
+    sqlite3_finalize(st);
+    st = NULL;
+    {
+        char detail[64];
+        snprintf(detail, sizeof(detail), "replay of outbox row %lld as %lld", (long long)id,
+                 (long long)*new_id);
+        rc = audit_row(s, now, who, practice, referral, "replayed", "ok", detail, NULL, err);
+    }
+    if (rc == 0)
+        rc = exec(s, "COMMIT", err);
+out:
+    sqlite3_finalize(st);
+    if (rc < 0)
+        rollback(s);
+    return rc;
+}
+
+int spb_store_replay_dead(spb_store *s, const char *who, int *n, spb_err *err)
+{
+    sqlite3_stmt *st = prep(s,
+                            "SELECT id FROM outbox o WHERE state = 'dead' AND NOT EXISTS "
+                            "(SELECT 1 FROM outbox r WHERE r.replay_of = o.id) ORDER BY id",
+                            err);
+    int64_t ids[1024];
+    int count = 0, rc = 0;
+
+    *n = 0;
+    if (st == NULL)
+        return SPB_ERR;
+    while (count < 1024 && sqlite3_step(st) == SQLITE_ROW)
+        ids[count++] = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    for (int i = 0; i < count; i++) {
+        int64_t new_id;
+        rc = spb_store_replay(s, ids[i], who, &new_id, err);
+        if (rc < 0)
+            return rc;
+        (*n)++;
+    }
+    return 0;
+}
+
+int spb_store_parked_list(spb_store *s, int limit, json_t **out, spb_err *err)
+{
+    sqlite3_stmt *st = prep(s,
+                            "SELECT id, received_at, identity, practice, channel, source_name, "
+                            "error_code, issue, message, hint, line, location FROM parked "
+                            "ORDER BY received_at DESC LIMIT ?",
+                            err);
+    json_t *arr;
+    int rc;
+    *out = NULL;
+    if (st == NULL)
+        return SPB_ERR;
+    sqlite3_bind_int(st, 1, limit);
+    arr = json_array();
+    rc = rows_to_array(s, st, arr, err);
+    sqlite3_finalize(st);
+    if (rc < 0) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = arr;
+    return 0;
+}

@@ -1,0 +1,144 @@
+/*
+ * The durable store (SQLite): events received, the outbox of Bundles to deliver, every
+ * delivery attempt, parked (rejected) inputs, and audit records.
+ *
+ * Guarantees: intake writes an event's outbox rows and its audit records in one
+ * transaction (WAL, synchronous FULL) before the sender is told "accepted", so an accepted
+ * referral survives any crash. Delivery claims a row with a lease; a row whose worker died
+ * is re-queued, and because every Bundle is made of conditional creates, re-sending it
+ * creates nothing twice: at-least-once delivery of an idempotent Bundle is exactly-once on
+ * the server. Rows of one referral are delivered in order (a cancellation never overtakes
+ * its referral); different referrals never wait for each other.
+ * docs/delivery-guarantees.md explains the whole argument.
+ */
+#ifndef SPB_STORE_H
+#define SPB_STORE_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "spbridge/error.h"
+#include "spbridge/translate.h"
+
+typedef struct spb_store spb_store;
+
+/* Opens (creating if needed) the database at `path`. One handle per thread. */
+int spb_store_open(spb_store **out, const char *path, spb_err *err);
+void spb_store_close(spb_store *s);
+
+/* Milliseconds since the Unix epoch (wall clock), used for every stored time. */
+int64_t spb_now_ms(void);
+
+/* Who sent a document and how. */
+typedef struct spb_intake_meta {
+    const char *identity;     /* the client identity name, or "spool:<ODS>" */
+    const char *identity_ods; /* the practice the sender may act for ("" for admin) */
+    const char *channel;      /* "https" or "spool" */
+    const char *source_name;  /* file name or "POST /events" */
+} spb_intake_meta;
+
+typedef struct spb_intake_item {
+    char tracking_id[SPB_UUID_LEN + 1];
+    char referral[SPB_UUID_LEN + 1];
+    spb_event_kind kind;
+    int duplicate;     /* the same source event was received before: nothing new queued */
+    int64_t outbox_id; /* 0 for report records */
+} spb_intake_item;
+
+/*
+ * Stores a translation: for each event not seen before, the event, its outbox row
+ * (referrals and cancellations: queued; declined/signposting: recorded, never sent) and
+ * audit records, all in one transaction. `items` receives one entry per translated event
+ * (at most `max`). Returns 0 or a negative spb_code; on failure nothing is written.
+ */
+int spb_store_intake(spb_store *s, const spb_translation *tr, const spb_intake_meta *meta,
+                     spb_intake_item *items, size_t max, size_t *n, spb_err *err);
+
+/*
+ * Keeps a refused input for replay: the body, who sent it and the error. Writes the
+ * audit record in the same transaction. `id_out` receives the parked input's id.
+ */
+int spb_store_park(spb_store *s, const spb_intake_meta *meta, const char *body, size_t len,
+                   const spb_err *reason, char id_out[SPB_UUID_LEN + 1], spb_err *err);
+
+/* One audit record outside any other transaction (refusals, reloads). */
+int spb_store_audit(spb_store *s, const char *identity, const char *practice, const char *referral,
+                    const char *step, const char *result, const char *detail, spb_err *err);
+
+/* ---- delivery ---- */
+
+typedef struct spb_outbox_job {
+    int64_t id;
+    char event_id[SPB_UUID_LEN + 1];
+    char referral[SPB_UUID_LEN + 1];
+    char practice[16];
+    char service_id[64];
+    char *payload; /* owned: free() */
+    int attempts;  /* including this one */
+    int64_t created_at;
+} spb_outbox_job;
+
+/* Claims the next due row (state queued/retrying, due, first of its referral) with a lease.
+ * Returns 1 with `job` filled, 0 when nothing is due, or a negative spb_code. */
+int spb_store_claim(spb_store *s, int64_t now_ms, int64_t lease_ms, spb_outbox_job *job,
+                    spb_err *err);
+
+/* Earliest next_attempt_at among pending rows, or -1 if none. */
+int64_t spb_store_next_due(spb_store *s);
+
+typedef enum {
+    SPB_DELIVERED = 0,
+    SPB_RETRY,
+    SPB_DEAD,
+} spb_delivery_outcome;
+
+typedef struct spb_attempt_result {
+    spb_delivery_outcome outcome;
+    int http_status;         /* 0 when no HTTP answer */
+    const char *error;       /* why it failed, for operators (no patient data) */
+    const char *response;    /* the server's body (OperationOutcome or transaction-response) */
+    const char *server_ids;  /* JSON array of {"resourceType","id","status"} when delivered */
+    int64_t next_attempt_at; /* for SPB_RETRY */
+    int64_t started_at, finished_at;
+} spb_attempt_result;
+
+/* Records an attempt and moves the row to delivered, retrying or dead (one transaction,
+ * with audit records). */
+int spb_store_finish(spb_store *s, const spb_outbox_job *job, const spb_attempt_result *r,
+                     spb_err *err);
+
+/* Returns rows left 'delivering' by a dead worker (lease expired, or all when `all`) to
+ * retrying, due now. `n` receives how many. */
+int spb_store_recover(spb_store *s, int64_t now_ms, int all, int *n, spb_err *err);
+
+/* ---- operators' views ---- */
+
+typedef struct spb_store_counts {
+    long queued, delivering, retrying, delivered, dead, recorded, parked;
+    long attempts, failed_attempts;
+} spb_store_counts;
+
+int spb_store_counts_get(spb_store *s, spb_store_counts *c, spb_err *err);
+
+/* The state of one tracking id (event, its outbox rows and attempts). SPB_ENOTFOUND if
+ * unknown. `practice` receives the event's practice, for authorisation. */
+int spb_store_event_status(spb_store *s, const char *tracking_id, json_t **out, char practice[16],
+                           spb_err *err);
+
+/* Outbox rows (newest first, at most `limit`), optionally only one state. */
+int spb_store_outbox_list(spb_store *s, const char *state, int limit, json_t **out, spb_err *err);
+
+/* One outbox row with its attempts and payload. */
+int spb_store_outbox_show(spb_store *s, int64_t id, json_t **out, spb_err *err);
+
+/* Queues a new delivery of row `id` linked to it (replay_of). */
+int spb_store_replay(spb_store *s, int64_t id, const char *who, int64_t *new_id, spb_err *err);
+
+/* Replays every dead row; `n` receives how many. */
+int spb_store_replay_dead(spb_store *s, const char *who, int *n, spb_err *err);
+
+/* Parked inputs (refused documents kept for replay), newest first. */
+int spb_store_parked_list(spb_store *s, int limit, json_t **out, spb_err *err);
+
+#endif
