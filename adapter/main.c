@@ -2,6 +2,7 @@
  * spbridge: connects GP clinical systems to social prescribing services.
  * This file only dispatches subcommands; each lives in its own cmd_*.c.
  */
+#include <curl/curl.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -19,7 +20,9 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
+    {"serve", spb_cmd_serve, "run the service: mutual-TLS intake, outbox, delivery"},
     {"translate", spb_cmd_translate, "translate GP XML events into FHIR R4 Bundles (NDJSON)"},
+    {"outbox", spb_cmd_outbox, "list, show and replay deliveries; list parked inputs"},
     {"mappings", spb_cmd_mappings, "check mapping sets (dialect profiles and ConceptMaps)"},
     {"config", spb_cmd_config, "check or show the configuration"},
 };
@@ -58,7 +61,9 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         if (strcmp(argv[1], commands[i].name) == 0) {
             spb_xml_global_init();
+            curl_global_init(CURL_GLOBAL_DEFAULT);
             rc = commands[i].run(argc - 1, argv + 1);
+            curl_global_cleanup();
             spb_xml_global_cleanup();
             return rc;
         }

@@ -1,0 +1,165 @@
+/*
+ * Intake pipeline shared by HTTPS and spool folders. Order matters:
+ *  1. translate (all or nothing) under the runtime's read lock, so a reload never swaps
+ *     the mapping set mid-document;
+ *  2. refuse the whole document if any event belongs to another practice (403): a practice
+ *     acts only for itself, and nothing of such a document is stored but the audit record;
+ *  3. store everything in one transaction, then wake the delivery workers.
+ * Refused documents (bad XML, unmapped code, ...) are parked with their error for replay.
+ */
+#include "spbridge/intake.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "spbridge/log.h"
+
+int spb_http_status_for(const spb_err *err)
+{
+    switch (err->code) {
+    case SPB_ETOOBIG:
+        return 413;
+    case SPB_EAUTH:
+        return 403;
+    case SPB_EUNMAPPED:
+        return 422;
+    case SPB_EINVALID:
+        if (err->issue == SPB_ISSUE_STRUCTURE || err->issue == SPB_ISSUE_SECURITY)
+            return 400;
+        return 422;
+    case SPB_ERETRY:
+        return 503;
+    default:
+        return 500;
+    }
+}
+
+static json_t *outcome_with_id(const spb_err *err, const char *parked_id)
+{
+    json_t *oo = spb_fhir_operation_outcome(err);
+    /* the parked input's id, so the sender and support staff can find it for replay */
+    if (parked_id != NULL && parked_id[0] != '\0')
+        json_object_set_new(oo, "id", json_string(parked_id));
+    return oo;
+}
+
+void spb_intake_document(spb_runtime *rt, spb_store *store, const char *data, size_t len,
+                         const spb_intake_meta *meta, const char *acting_ods, const char *dialect,
+                         spb_intake_outcome *out)
+{
+    spb_translation tr;
+    spb_translate_opts opts;
+    spb_intake_item items[64];
+    size_t nitems = 0;
+    spb_err err;
+    char parked[SPB_UUID_LEN + 1] = "";
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    memset(&tr, 0, sizeof(tr));
+    memset(&opts, 0, sizeof(opts));
+    spb_err_clear(&err);
+
+    pthread_rwlock_rdlock(&rt->lock);
+    opts.maps = rt->maps;
+    opts.dialect = dialect;
+    if (opts.dialect == NULL && acting_ods != NULL)
+        opts.dialect = spb_config_practice_dialect(rt->cfg, acting_ods);
+    opts.schema_dir = rt->cfg->schema_dir[0] ? rt->cfg->schema_dir : NULL;
+    opts.limits.max_bytes = (size_t)rt->cfg->xml_max_bytes;
+    opts.limits.max_depth = (int)rt->cfg->xml_max_depth;
+    opts.route = spb_config_route;
+    opts.route_user = rt->cfg;
+    rc = spb_translate(&tr, data, len, meta->source_name, &opts, &err);
+    pthread_rwlock_unlock(&rt->lock);
+
+    if (rc < 0) {
+        spb_err perr;
+        spb_err_clear(&perr);
+        /* kept for replay: every refusal of content is parked with its reason */
+        if (spb_store_park(store, meta, data, len, &err, parked, &perr) < 0)
+            spb_log_err("park_failed", &perr);
+        spb_log(SPB_LOG_WARN, "intake_refused", "identity", meta->identity, "channel",
+                meta->channel, "source", meta->source_name, "parked", parked, "code",
+                spb_code_name(err.code), "error", err.message, "fix", err.hint, (const char *)NULL);
+        atomic_fetch_add(&rt->metrics.refused, 1);
+        out->http_status = spb_http_status_for(&err);
+        out->body = outcome_with_id(&err, parked);
+        return;
+    }
+    /* A practice acts only for itself. */
+    for (size_t i = 0; acting_ods != NULL && i < tr.n; i++) {
+        if (strcmp(tr.items[i].practice_ods, acting_ods) != 0) {
+            char detail[160];
+            spb_err aerr;
+            spb_err_clear(&aerr);
+            spb_err_set(&aerr, SPB_EAUTH, SPB_ISSUE_SECURITY,
+                        "the document records an event for practice %s, but the sender may "
+                        "act only for practice %s",
+                        tr.items[i].practice_ods, acting_ods);
+            spb_err_hint(&aerr, "send each practice's events with that practice's own "
+                                "certificate");
+            snprintf(detail, sizeof(detail), "event for %s from a sender for %s",
+                     tr.items[i].practice_ods, acting_ods);
+            spb_store_audit(store, meta->identity, acting_ods, tr.items[i].source_uuid, "refused",
+                            "forbidden", detail, &err);
+            spb_log(SPB_LOG_WARN, "intake_forbidden", "identity", meta->identity, "channel",
+                    meta->channel, "practice", acting_ods, "event_practice",
+                    tr.items[i].practice_ods, (const char *)NULL);
+            atomic_fetch_add(&rt->metrics.refused, 1);
+            out->http_status = 403;
+            out->body = spb_fhir_operation_outcome(&aerr);
+            spb_translation_clear(&tr);
+            return;
+        }
+    }
+    rc = spb_store_intake(store, &tr, meta, items, sizeof(items) / sizeof(items[0]), &nitems, &err);
+    if (rc < 0) {
+        spb_log_err("intake_store_failed", &err);
+        out->http_status = rc == SPB_ERETRY ? 503 : 500;
+        spb_err_hint(&err, "nothing was stored; send the document again");
+        out->body = spb_fhir_operation_outcome(&err);
+        spb_translation_clear(&tr);
+        return;
+    }
+    {
+        json_t *events = json_array();
+        int fresh = 0;
+        for (size_t i = 0; i < nitems; i++) {
+            int send = items[i].kind == SPB_KIND_REFERRAL || items[i].kind == SPB_KIND_CANCELLATION;
+            char loc[64];
+            snprintf(loc, sizeof(loc), "/events/%s", items[i].tracking_id);
+            json_array_append_new(
+                events, json_pack("{s:s, s:s, s:s, s:s, s:b, s:s}", "trackingId",
+                                  items[i].tracking_id, "kind", spb_event_kind_name(items[i].kind),
+                                  "referral", items[i].referral, "state",
+                                  items[i].duplicate ? "duplicate"
+                                  : send             ? "queued"
+                                                     : "recorded",
+                                  "duplicate", items[i].duplicate, "location", loc));
+            if (!items[i].duplicate) {
+                fresh++;
+                if (send)
+                    out->queued++;
+            }
+            spb_log(SPB_LOG_INFO, items[i].duplicate ? "intake_duplicate" : "intake_accepted",
+                    "identity", meta->identity, "channel", meta->channel, "tracking_id",
+                    items[i].tracking_id, "referral", items[i].referral, "kind",
+                    spb_event_kind_name(items[i].kind), "practice", tr.items[i].practice_ods,
+                    "mappings", tr.mapping_version, (const char *)NULL);
+        }
+        if (nitems == 0)
+            spb_store_audit(store, meta->identity, acting_ods, NULL, "received", "no_events",
+                            "no entry has a trigger code", &err);
+        atomic_fetch_add(&rt->metrics.accepted, fresh);
+        out->http_status = fresh > 0 ? 202 : 200;
+        out->body = json_pack("{s:i, s:o, s:s, s:s}", "accepted", fresh, "events", events,
+                              "dialect", tr.dialect, "mappingVersion", tr.mapping_version);
+        if (nitems == 0)
+            json_object_set_new(out->body, "detail",
+                                json_string("no entry in the document has a trigger code"));
+    }
+    spb_translation_clear(&tr);
+    if (out->queued > 0)
+        spb_runtime_wake(rt);
+}

@@ -1,0 +1,1206 @@
+/*
+ * The service process.
+ *
+ * Threads: the event loop (libevent: TLS handshakes, HTTP parsing, replies, signals), intake
+ * threads (translation and SQLite for posted documents and queries), one spool thread, and
+ * the delivery workers. The loop never blocks: a request is copied into a job, handed to an
+ * intake thread, and its answer comes back through a queue and an event the loop waits on.
+ *
+ * Client certificates are required and verified against the configured CA bundle (and CRL).
+ * A verified certificate is then mapped to a configured identity (fingerprint, SAN or
+ * subject); a certificate that maps to no identity is refused like a bad one.
+ */
+#include "spbridge/server.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/thread.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "spbridge/delivery.h"
+#include "spbridge/intake.h"
+#include "spbridge/log.h"
+#include "spbridge/runtime.h"
+#include "spbridge/store.h"
+#include "spbridge/xml_input.h"
+
+#define MAX_INTAKE 64
+
+typedef struct identity {
+    int known;
+    char name[64];
+    spb_client_role role;
+    char ods[16];
+    char region[32];
+    char subject[256]; /* for refusal logs only */
+} identity;
+
+struct server;
+
+typedef struct job {
+    struct job *next;
+    struct server *srv;
+    struct evhttp_request *req; /* NULL once the client has gone */
+    struct evhttp_connection *evcon;
+    enum evhttp_cmd_type method;
+    char path[256];
+    char content_type[128];
+    char dialect[64];
+    identity who;
+    char *body;
+    size_t body_len;
+    /* answer */
+    int status;
+    char *reply;
+    const char *reply_type;
+} job;
+
+typedef struct server {
+    spb_runtime rt;
+    const spb_serve_opts *opts;
+    struct event_base *base;
+    struct evhttp *http;
+    struct evhttp_bound_socket *bound;
+    SSL_CTX *ssl_ctx; /* for new connections; swapped on reload (loop thread only) */
+    struct event *done_ev;
+    pthread_mutex_t qlock;
+    pthread_cond_t qcond;
+    job *todo_head, *todo_tail;
+    job *done_head;
+    int pending; /* jobs handed out and not yet answered (loop thread) */
+    int draining;
+    atomic_int intake_stop;
+    pthread_t intake[MAX_INTAKE];
+    int nintake;
+    pthread_t spool;
+    int spool_started;
+    spb_delivery *delivery;
+    long server_cert_expiry;
+    long client_cert_expiry;
+    struct event *drain_timer;
+    int64_t drain_started;
+} server;
+
+/* ------------------------------------------------------------------ TLS */
+
+static long cert_expiry_file(const char *path)
+{
+    FILE *f;
+    X509 *x;
+    long t = 0;
+    struct tm tm;
+
+    if (path == NULL || *path == '\0')
+        return 0;
+    f = fopen(path, "r");
+    if (f == NULL)
+        return 0;
+    x = PEM_read_X509(f, NULL, NULL, NULL);
+    fclose(f);
+    if (x == NULL)
+        return 0;
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1)
+        t = (long)timegm(&tm);
+    X509_free(x);
+    return t;
+}
+
+static void enqueue(struct server *srv, struct job *j);
+
+/* Runs on the loop thread during a handshake: log now, and hand the audit record to an
+ * intake thread (no SQLite on the loop). */
+static int verify_cb(int ok, X509_STORE_CTX *ctx)
+{
+    if (!ok) {
+        X509 *cert = X509_STORE_CTX_get_current_cert(ctx);
+        SSL *ssl = X509_STORE_CTX_get_ex_data(ctx, SSL_get_ex_data_X509_STORE_CTX_idx());
+        server *srv = ssl ? SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)) : NULL;
+        char subject[256] = "";
+        int e = X509_STORE_CTX_get_error(ctx);
+        if (cert != NULL)
+            X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof(subject));
+        spb_log(SPB_LOG_WARN, "certificate_refused", "subject", subject, "reason",
+                X509_verify_cert_error_string(e), (const char *)NULL);
+        if (srv != NULL) {
+            job *j = calloc(1, sizeof(*j));
+            if (j != NULL) {
+                j->srv = srv;
+                snprintf(j->path, sizeof(j->path), "%s", "/_internal/certificate-refused");
+                snprintf(j->who.subject, sizeof(j->who.subject), "%s", subject);
+                snprintf(j->dialect, sizeof(j->dialect), "%.63s", X509_verify_cert_error_string(e));
+                srv->pending++;
+                atomic_fetch_add(&srv->rt.metrics.refused, 1);
+                enqueue(srv, j);
+            }
+        }
+    }
+    return ok;
+}
+
+static SSL_CTX *make_ssl_ctx(struct server *srv, const spb_config *cfg, spb_err *err)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    static const unsigned char sid[] = "spbridge";
+
+    if (ctx == NULL)
+        goto fail;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+    if (SSL_CTX_set_cipher_list(ctx, cfg->tls_ciphers) != 1) {
+        spb_err_set(err, SPB_ECONFIG, SPB_ISSUE_PROCESSING, "tls_ciphers selects no cipher");
+        goto fail_ctx;
+    }
+    if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx, cfg->tls_key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        spb_err_set(err, SPB_ECONFIG, SPB_ISSUE_PROCESSING,
+                    "cannot use the server certificate %s with key %s", cfg->tls_cert,
+                    cfg->tls_key);
+        spb_err_hint(err, "set [server] tls_cert and tls_key to a matching PEM pair "
+                          "(scripts/dev-pki.sh makes one for development)");
+        goto fail_ctx;
+    }
+    if (SSL_CTX_load_verify_locations(ctx, cfg->tls_ca, NULL) != 1) {
+        spb_err_set(err, SPB_ECONFIG, SPB_ISSUE_PROCESSING, "cannot read the client CA bundle %s",
+                    cfg->tls_ca);
+        spb_err_hint(err, "set [server] tls_ca to the CA that issues client certificates");
+        goto fail_ctx;
+    }
+    if (cfg->tls_crl[0] != '\0') {
+        X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+        FILE *f = fopen(cfg->tls_crl, "r");
+        X509_CRL *crl = f ? PEM_read_X509_CRL(f, NULL, NULL, NULL) : NULL;
+        if (f != NULL)
+            fclose(f);
+        if (crl == NULL || X509_STORE_add_crl(store, crl) != 1) {
+            X509_CRL_free(crl);
+            spb_err_set(err, SPB_ECONFIG, SPB_ISSUE_PROCESSING, "cannot read the CRL %s",
+                        cfg->tls_crl);
+            goto fail_ctx;
+        }
+        X509_CRL_free(crl);
+        X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, verify_cb);
+    SSL_CTX_set_verify_depth(ctx, 4);
+    SSL_CTX_set_session_id_context(ctx, sid, sizeof(sid) - 1);
+    SSL_CTX_set_app_data(ctx, srv);
+    return ctx;
+fail_ctx:
+    SSL_CTX_free(ctx);
+fail:
+    if (err->code == 0)
+        spb_err_set(err, SPB_ECONFIG, SPB_ISSUE_PROCESSING, "cannot set up TLS");
+    return NULL;
+}
+
+static struct bufferevent *bevcb(struct event_base *base, void *arg)
+{
+    server *srv = arg;
+    SSL *ssl = SSL_new(srv->ssl_ctx);
+    return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                                          BEV_OPT_CLOSE_ON_FREE);
+}
+
+/* --------------------------------------------------------------- identity */
+
+static void fingerprint_of(X509 *cert, char *out, size_t size)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0;
+    size_t used = 0;
+    out[0] = '\0';
+    if (X509_digest(cert, EVP_sha256(), md, &n) != 1)
+        return;
+    for (unsigned int i = 0; i < n && used + 4 < size; i++)
+        used += (size_t)snprintf(out + used, size - used, "%s%02X", i ? ":" : "", md[i]);
+}
+
+static int san_matches(X509 *cert, const char *want)
+{
+    GENERAL_NAMES *names = X509_get_ext_d2i(cert, NID_subject_alt_name, NULL, NULL);
+    int found = 0;
+    for (int i = 0; names != NULL && i < sk_GENERAL_NAME_num(names) && !found; i++) {
+        GENERAL_NAME *gn = sk_GENERAL_NAME_value(names, i);
+        ASN1_IA5STRING *s = NULL;
+        if (gn->type == GEN_URI)
+            s = gn->d.uniformResourceIdentifier;
+        else if (gn->type == GEN_DNS)
+            s = gn->d.dNSName;
+        else if (gn->type == GEN_EMAIL)
+            s = gn->d.rfc822Name;
+        if (s != NULL && (size_t)ASN1_STRING_length(s) == strlen(want) &&
+            memcmp(ASN1_STRING_get0_data(s), want, strlen(want)) == 0)
+            found = 1;
+    }
+    GENERAL_NAMES_free(names);
+    return found;
+}
+
+static void identify(server *srv, struct evhttp_request *req, identity *who)
+{
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+    SSL *ssl = bev ? bufferevent_openssl_get_ssl(bev) : NULL;
+    X509 *cert = ssl ? SSL_get1_peer_certificate(ssl) : NULL;
+    char fp[128], cn[128] = "";
+
+    memset(who, 0, sizeof(*who));
+    if (cert == NULL)
+        return;
+    X509_NAME_oneline(X509_get_subject_name(cert), who->subject, sizeof(who->subject));
+    X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof(cn));
+    fingerprint_of(cert, fp, sizeof(fp));
+    pthread_rwlock_rdlock(&srv->rt.lock);
+    for (int i = 0; i < srv->rt.cfg->nclients && !who->known; i++) {
+        const spb_client_cfg *c = &srv->rt.cfg->clients[i];
+        int match = 0;
+        if (c->fingerprint[0] != '\0')
+            match = strcasecmp(c->fingerprint, fp) == 0;
+        else if (c->san[0] != '\0')
+            match = san_matches(cert, c->san);
+        else if (strncmp(c->subject, "CN=", 3) == 0)
+            match = strcmp(c->subject + 3, cn) == 0;
+        else if (c->subject[0] != '\0')
+            match = strcmp(c->subject, who->subject) == 0;
+        if (match) {
+            who->known = 1;
+            snprintf(who->name, sizeof(who->name), "%s", c->name);
+            who->role = c->role;
+            snprintf(who->ods, sizeof(who->ods), "%s", c->ods);
+            snprintf(who->region, sizeof(who->region), "%s", c->region);
+        }
+    }
+    pthread_rwlock_unlock(&srv->rt.lock);
+    X509_free(cert);
+}
+
+/* ------------------------------------------------------------- replies */
+
+static char *outcome_text(int code, spb_issue issue, const char *msg, const char *hint)
+{
+    spb_err e;
+    json_t *oo;
+    char *text;
+    spb_err_clear(&e);
+    spb_err_set(&e, code, issue, "%s", msg);
+    if (hint != NULL)
+        spb_err_hint(&e, "%s", hint);
+    oo = spb_fhir_operation_outcome(&e);
+    text = json_dumps(oo, JSON_COMPACT);
+    json_decref(oo);
+    return text;
+}
+
+static void send_text(struct evhttp_request *req, int status, const char *type, const char *text)
+{
+    struct evbuffer *buf = evbuffer_new();
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    evhttp_add_header(out, "Content-Type", type);
+    evhttp_add_header(out, "Cache-Control", "no-store");
+    evhttp_add_header(out, "X-Content-Type-Options", "nosniff");
+    if (text != NULL)
+        evbuffer_add(buf, text, strlen(text));
+    evhttp_send_reply(req, status, NULL, buf);
+    evbuffer_free(buf);
+}
+
+static void send_outcome(struct evhttp_request *req, int status, spb_issue issue, const char *msg,
+                         const char *hint)
+{
+    char *text = outcome_text(SPB_EINVALID, issue, msg, hint);
+    send_text(req, status, "application/fhir+json", text);
+    free(text);
+}
+
+/* -------------------------------------------------------------- job queue */
+
+static void job_free(job *j)
+{
+    if (j == NULL)
+        return;
+    free(j->body);
+    free(j->reply);
+    free(j);
+}
+
+static void on_conn_close(struct evhttp_connection *evcon, void *arg)
+{
+    job *j = arg;
+    (void)evcon;
+    j->req = NULL; /* the client went away; the answer will be dropped */
+    j->evcon = NULL;
+}
+
+static void enqueue(struct server *srv, struct job *j)
+{
+    pthread_mutex_lock(&srv->qlock);
+    j->next = NULL;
+    if (srv->todo_tail != NULL)
+        srv->todo_tail->next = j;
+    else
+        srv->todo_head = j;
+    srv->todo_tail = j;
+    pthread_cond_signal(&srv->qcond);
+    pthread_mutex_unlock(&srv->qlock);
+}
+
+/* Loop thread: send every finished job's answer. */
+static void on_done(evutil_socket_t fd, short what, void *arg)
+{
+    server *srv = arg;
+    job *list;
+    (void)fd;
+    (void)what;
+    pthread_mutex_lock(&srv->qlock);
+    list = srv->done_head;
+    srv->done_head = NULL;
+    pthread_mutex_unlock(&srv->qlock);
+    while (list != NULL) {
+        job *j = list;
+        list = j->next;
+        srv->pending--;
+        if (j->req != NULL) {
+            evhttp_connection_set_closecb(j->evcon, NULL, NULL);
+            send_text(j->req, j->status, j->reply_type, j->reply);
+        }
+        job_free(j);
+    }
+}
+
+/* ------------------------------------------------------------- handlers (threads) */
+
+static int may_see_practice(const identity *who, const spb_config *cfg, const char *ods)
+{
+    const spb_practice_cfg *p;
+    switch (who->role) {
+    case SPB_ROLE_ADMIN:
+        return 1;
+    case SPB_ROLE_PRACTICE:
+        return strcmp(who->ods, ods) == 0;
+    case SPB_ROLE_AUDITOR:
+        p = spb_config_practice(cfg, ods);
+        return p != NULL && strcmp(p->region, who->region) == 0;
+    default:
+        return 0;
+    }
+}
+
+static void set_json(job *j, int status, json_t *body, const char *type)
+{
+    j->status = status;
+    j->reply = json_dumps(body, JSON_COMPACT);
+    j->reply_type = type;
+    json_decref(body);
+}
+
+static void handle_post_events(server *srv, spb_store *store, job *j)
+{
+    spb_intake_meta meta;
+    spb_intake_outcome out;
+    const char *ct = j->content_type;
+
+    if (j->who.role != SPB_ROLE_PRACTICE && j->who.role != SPB_ROLE_ADMIN) {
+        spb_store_audit(store, j->who.name, NULL, NULL, "refused", "forbidden",
+                        "only practices and administrators may post events", NULL);
+        j->status = 403;
+        j->reply =
+            outcome_text(SPB_EAUTH, SPB_ISSUE_SECURITY, "this certificate may not post events",
+                         "post with a practice's certificate");
+        j->reply_type = "application/fhir+json";
+        return;
+    }
+    if (strstr(ct, "xml") == NULL) {
+        j->status = 415;
+        j->reply = outcome_text(SPB_EINVALID, SPB_ISSUE_NOT_SUPPORTED, "events must be sent as XML",
+                                "send Content-Type: application/xml (or text/xml, "
+                                "application/hl7-v3+xml)");
+        j->reply_type = "application/fhir+json";
+        spb_store_audit(store, j->who.name, j->who.ods, NULL, "refused", "unsupported_media",
+                        ct[0] ? ct : "(no content type)", NULL);
+        return;
+    }
+    memset(&meta, 0, sizeof(meta));
+    meta.identity = j->who.name;
+    meta.identity_ods = j->who.ods;
+    meta.channel = "https";
+    meta.source_name = "POST /events";
+    spb_intake_document(&srv->rt, store, j->body, j->body_len, &meta,
+                        j->who.role == SPB_ROLE_ADMIN ? NULL : j->who.ods,
+                        j->dialect[0] ? j->dialect : NULL, &out);
+    set_json(j, out.http_status, out.body,
+             out.http_status >= 400 ? "application/fhir+json" : "application/json");
+}
+
+static void handle_get_event(server *srv, spb_store *store, job *j, const char *id)
+{
+    json_t *status = NULL;
+    char practice[16] = "";
+    spb_err err;
+    int allowed;
+
+    spb_err_clear(&err);
+    if (spb_store_event_status(store, id, &status, practice, &err) < 0) {
+        j->status = err.code == SPB_ENOTFOUND ? 404 : 500;
+        j->reply = outcome_text(err.code, SPB_ISSUE_NOT_FOUND, err.message,
+                                "use the trackingId returned when the event was accepted");
+        j->reply_type = "application/fhir+json";
+        return;
+    }
+    pthread_rwlock_rdlock(&srv->rt.lock);
+    allowed = may_see_practice(&j->who, srv->rt.cfg, practice);
+    pthread_rwlock_unlock(&srv->rt.lock);
+    if (!allowed) {
+        json_decref(status);
+        spb_store_audit(store, j->who.name, practice, NULL, "refused", "forbidden",
+                        "status of another practice's event", NULL);
+        /* 404, not 403: do not confirm that another practice's event exists */
+        j->status = 404;
+        j->reply = outcome_text(SPB_ENOTFOUND, SPB_ISSUE_NOT_FOUND, "no such event", NULL);
+        j->reply_type = "application/fhir+json";
+        return;
+    }
+    set_json(j, 200, status, "application/json");
+}
+
+static void append(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void append(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+    for (;;) {
+        va_start(ap, fmt);
+        n = vsnprintf(*buf + *len, *cap - *len, fmt, ap);
+        va_end(ap);
+        if (n < 0)
+            return;
+        if ((size_t)n < *cap - *len) {
+            *len += (size_t)n;
+            return;
+        }
+        {
+            char *grown = realloc(*buf, *cap * 2 + (size_t)n);
+            if (grown == NULL)
+                return;
+            *buf = grown;
+            *cap = *cap * 2 + (size_t)n;
+        }
+    }
+}
+
+static void handle_metrics(server *srv, spb_store *store, job *j)
+{
+    spb_store_counts c;
+    spb_err err;
+    spb_metrics *m = &srv->rt.metrics;
+    size_t len = 0, cap = 4096;
+    char *buf = malloc(cap);
+    static const char *states[] = {"queued", "delivering", "retrying",
+                                   "dead",   "delivered",  "recorded"};
+
+    spb_err_clear(&err);
+    if (buf == NULL)
+        return;
+    buf[0] = '\0';
+    spb_store_counts_get(store, &c, &err);
+    {
+        long vals[] = {c.queued, c.delivering, c.retrying, c.dead, c.delivered, c.recorded};
+        append(&buf, &len, &cap,
+               "# HELP spbridge_outbox_rows Outbox rows by state.\n"
+               "# TYPE spbridge_outbox_rows gauge\n");
+        for (int i = 0; i < 6; i++)
+            append(&buf, &len, &cap, "spbridge_outbox_rows{state=\"%s\"} %ld\n", states[i],
+                   vals[i]);
+        append(&buf, &len, &cap,
+               "# HELP spbridge_queue_depth Rows waiting to be delivered (queued, retrying, "
+               "delivering).\n# TYPE spbridge_queue_depth gauge\nspbridge_queue_depth %ld\n",
+               c.queued + c.retrying + c.delivering);
+    }
+    append(&buf, &len, &cap,
+           "# HELP spbridge_delivered_total Bundles delivered (all time).\n"
+           "# TYPE spbridge_delivered_total counter\nspbridge_delivered_total %ld\n"
+           "# HELP spbridge_delivery_failures_total Failed delivery attempts (all time).\n"
+           "# TYPE spbridge_delivery_failures_total counter\n"
+           "spbridge_delivery_failures_total %ld\n"
+           "# HELP spbridge_delivery_retries_total Attempts scheduled for retry since start.\n"
+           "# TYPE spbridge_delivery_retries_total counter\nspbridge_delivery_retries_total %ld\n"
+           "# HELP spbridge_dead_letters Rows dead-lettered (all time).\n"
+           "# TYPE spbridge_dead_letters gauge\nspbridge_dead_letters %ld\n"
+           "# HELP spbridge_parked_inputs Refused inputs kept for replay.\n"
+           "# TYPE spbridge_parked_inputs gauge\nspbridge_parked_inputs %ld\n"
+           "# HELP spbridge_events_accepted_total Events accepted since start.\n"
+           "# TYPE spbridge_events_accepted_total counter\nspbridge_events_accepted_total %ld\n"
+           "# HELP spbridge_events_refused_total Documents refused since start.\n"
+           "# TYPE spbridge_events_refused_total counter\nspbridge_events_refused_total %ld\n",
+           c.delivered, c.failed_attempts, atomic_load(&m->retries), c.dead, c.parked,
+           atomic_load(&m->accepted), atomic_load(&m->refused));
+    append(&buf, &len, &cap,
+           "# HELP spbridge_delivery_latency_seconds Time from acceptance to delivery.\n"
+           "# TYPE spbridge_delivery_latency_seconds histogram\n");
+    for (int i = 0; i < SPB_LATENCY_BUCKETS; i++)
+        append(&buf, &len, &cap, "spbridge_delivery_latency_seconds_bucket{le=\"%g\"} %ld\n",
+               spb_latency_bounds[i], atomic_load(&m->latency_le[i]));
+    append(&buf, &len, &cap,
+           "spbridge_delivery_latency_seconds_bucket{le=\"+Inf\"} %ld\n"
+           "spbridge_delivery_latency_seconds_sum %.3f\n"
+           "spbridge_delivery_latency_seconds_count %ld\n",
+           atomic_load(&m->latency_count), (double)atomic_load(&m->latency_sum_ms) / 1000.0,
+           atomic_load(&m->latency_count));
+    append(&buf, &len, &cap,
+           "# HELP spbridge_certificate_expiry_timestamp_seconds When each certificate "
+           "expires.\n# TYPE spbridge_certificate_expiry_timestamp_seconds gauge\n"
+           "spbridge_certificate_expiry_timestamp_seconds{certificate=\"server\"} %ld\n"
+           "spbridge_certificate_expiry_timestamp_seconds{certificate=\"client\"} %ld\n",
+           srv->server_cert_expiry, srv->client_cert_expiry);
+    j->status = 200;
+    j->reply = buf;
+    j->reply_type = "text/plain; version=0.0.4";
+}
+
+static void process(server *srv, spb_store *store, job *j)
+{
+    const char *p = j->path;
+
+    j->reply_type = "application/fhir+json";
+    if (strcmp(p, "/_internal/certificate-refused") == 0) {
+        spb_store_audit(store, j->who.subject, NULL, NULL, "certificate_refused", "refused",
+                        j->dialect, NULL);
+        j->status = 0;
+        j->reply = strdup("");
+        return;
+    }
+    if (strcmp(p, "/healthz") == 0 && j->method == EVHTTP_REQ_GET) {
+        spb_store_counts c;
+        spb_err err;
+        spb_err_clear(&err);
+        if (spb_store_counts_get(store, &c, &err) < 0) {
+            j->status = 503;
+            j->reply = strdup("{\"status\":\"unavailable\",\"store\":\"error\"}");
+        } else {
+            char text[160];
+            snprintf(text, sizeof(text), "{\"status\":\"ok\",\"queueDepth\":%ld,\"dead\":%ld}",
+                     c.queued + c.retrying + c.delivering, c.dead);
+            j->status = 200;
+            j->reply = strdup(text);
+        }
+        j->reply_type = "application/json";
+        return;
+    }
+    if (strcmp(p, "/metrics") == 0 && j->method == EVHTTP_REQ_GET) {
+        if (j->who.role != SPB_ROLE_ADMIN && j->who.role != SPB_ROLE_AUDITOR) {
+            j->status = 403;
+            j->reply = outcome_text(SPB_EAUTH, SPB_ISSUE_SECURITY,
+                                    "metrics are for administrators and auditors", NULL);
+            return;
+        }
+        handle_metrics(srv, store, j);
+        return;
+    }
+    if (strcmp(p, "/events") == 0) {
+        if (j->method != EVHTTP_REQ_POST) {
+            j->status = 405;
+            j->reply = outcome_text(SPB_EINVALID, SPB_ISSUE_NOT_SUPPORTED,
+                                    "use POST /events to send events", NULL);
+            return;
+        }
+        handle_post_events(srv, store, j);
+        return;
+    }
+    if (strncmp(p, "/events/", 8) == 0 && j->method == EVHTTP_REQ_GET) {
+        handle_get_event(srv, store, j, p + 8);
+        return;
+    }
+    j->status = 404;
+    j->reply = outcome_text(SPB_ENOTFOUND, SPB_ISSUE_NOT_FOUND, "no such endpoint",
+                            "endpoints: POST /events, GET /events/{id}, GET /healthz, "
+                            "GET /metrics");
+}
+
+static void *intake_main(void *arg)
+{
+    server *srv = arg;
+    spb_store *store = NULL;
+    spb_err err;
+
+    spb_err_clear(&err);
+    pthread_rwlock_rdlock(&srv->rt.lock);
+    if (spb_store_open(&store, srv->rt.cfg->store_path, &err) < 0)
+        spb_log_err("intake_store_failed", &err);
+    pthread_rwlock_unlock(&srv->rt.lock);
+    for (;;) {
+        job *j;
+        pthread_mutex_lock(&srv->qlock);
+        while (srv->todo_head == NULL && !atomic_load(&srv->intake_stop))
+            pthread_cond_wait(&srv->qcond, &srv->qlock);
+        j = srv->todo_head;
+        if (j == NULL) {
+            pthread_mutex_unlock(&srv->qlock);
+            break;
+        }
+        srv->todo_head = j->next;
+        if (srv->todo_head == NULL)
+            srv->todo_tail = NULL;
+        pthread_mutex_unlock(&srv->qlock);
+        if (store == NULL) {
+            j->status = 503;
+            j->reply = outcome_text(SPB_ERETRY, SPB_ISSUE_EXCEPTION, "the store is unavailable",
+                                    "try again later");
+            j->reply_type = "application/fhir+json";
+        } else {
+            process(srv, store, j);
+        }
+        if (j->reply == NULL) {
+            j->status = 500;
+            j->reply = strdup("{}");
+            j->reply_type = "application/json";
+        }
+        pthread_mutex_lock(&srv->qlock);
+        j->next = srv->done_head;
+        srv->done_head = j;
+        pthread_mutex_unlock(&srv->qlock);
+        event_active(srv->done_ev, EV_READ, 0);
+    }
+    spb_store_close(store);
+    return NULL;
+}
+
+/* ------------------------------------------------------------- request entry (loop) */
+
+static void on_request(struct evhttp_request *req, void *arg)
+{
+    server *srv = arg;
+    identity who;
+    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
+    const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(in);
+    struct evkeyvalq *hdrs = evhttp_request_get_input_headers(req);
+    const char *ct = evhttp_find_header(hdrs, "Content-Type");
+    const char *dialect = evhttp_find_header(hdrs, "X-Spbridge-Dialect");
+    long max_body;
+    job *j;
+
+    if (srv->draining) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        send_outcome(req, 503, SPB_ISSUE_PROCESSING, "spbridge is shutting down",
+                     "send again in a moment");
+        return;
+    }
+    identify(srv, req, &who);
+    if (!who.known) {
+        spb_log(SPB_LOG_WARN, "identity_refused", "subject", who.subject, "reason",
+                "the certificate is valid but matches no [client.*] identity", (const char *)NULL);
+        atomic_fetch_add(&srv->rt.metrics.refused, 1);
+        {
+            job *aj = calloc(1, sizeof(*aj));
+            if (aj != NULL) {
+                aj->srv = srv;
+                snprintf(aj->path, sizeof(aj->path), "%s", "/_internal/certificate-refused");
+                snprintf(aj->who.subject, sizeof(aj->who.subject), "%s", who.subject);
+                snprintf(aj->dialect, sizeof(aj->dialect), "%s", "no matching identity");
+                srv->pending++;
+                enqueue(srv, aj);
+            }
+        }
+        send_outcome(req, 403, SPB_ISSUE_SECURITY,
+                     "this client certificate is not registered with spbridge",
+                     "ask the operator to add a [client.NAME] identity for it");
+        return;
+    }
+    pthread_rwlock_rdlock(&srv->rt.lock);
+    max_body = srv->rt.cfg->max_body_bytes;
+    pthread_rwlock_unlock(&srv->rt.lock);
+    if (len > (size_t)max_body) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "the request body is %zu bytes, over the limit of %ld", len,
+                 max_body);
+        send_outcome(req, 413, SPB_ISSUE_TOO_LONG, msg,
+                     "send one event or consultation per request");
+        return;
+    }
+    j = calloc(1, sizeof(*j));
+    if (j == NULL) {
+        send_outcome(req, 503, SPB_ISSUE_EXCEPTION, "out of memory", "try again later");
+        return;
+    }
+    j->srv = srv;
+    j->req = req;
+    j->evcon = evhttp_request_get_connection(req);
+    j->method = evhttp_request_get_command(req);
+    j->who = who;
+    snprintf(j->path, sizeof(j->path), "%s", path ? path : "/");
+    snprintf(j->content_type, sizeof(j->content_type), "%s", ct ? ct : "");
+    snprintf(j->dialect, sizeof(j->dialect), "%s", dialect ? dialect : "");
+    if (len > 0) {
+        j->body = malloc(len + 1);
+        if (j->body == NULL) {
+            free(j);
+            send_outcome(req, 503, SPB_ISSUE_EXCEPTION, "out of memory", "try again later");
+            return;
+        }
+        evbuffer_remove(in, j->body, len);
+        j->body[len] = '\0';
+        j->body_len = len;
+    }
+    evhttp_connection_set_closecb(j->evcon, on_conn_close, j);
+    srv->pending++;
+    enqueue(srv, j);
+}
+
+/* ------------------------------------------------------------- spool folders */
+
+static int ensure_dir(const char *path)
+{
+    if (mkdir(path, 0750) == 0 || errno == EEXIST)
+        return 0;
+    return -1;
+}
+
+static void spool_one(server *srv, spb_store *store, const char *ods, const char *dir,
+                      const char *name)
+{
+    char from[1024], work[1024], to[1024];
+    char *data = NULL;
+    size_t len = 0;
+    spb_err err;
+    spb_intake_meta meta;
+    spb_intake_outcome out;
+    FILE *f;
+
+    snprintf(from, sizeof(from), "%s/%s", dir, name);
+    snprintf(work, sizeof(work), "%s/processing/%s", dir, name);
+    /* rename is atomic: a file is taken whole, once, even with a writer still around */
+    if (rename(from, work) != 0)
+        return;
+    f = fopen(work, "rb");
+    if (f != NULL) {
+        long sz;
+        if (fseek(f, 0, SEEK_END) == 0 && (sz = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0) {
+            data = malloc((size_t)sz + 1);
+            if (data != NULL && fread(data, 1, (size_t)sz, f) == (size_t)sz) {
+                len = (size_t)sz;
+                data[len] = '\0';
+            }
+        }
+        fclose(f);
+    }
+    memset(&meta, 0, sizeof(meta));
+    char ident[80];
+    snprintf(ident, sizeof(ident), "spool:%s", ods);
+    meta.identity = ident;
+    meta.identity_ods = ods;
+    meta.channel = "spool";
+    meta.source_name = name;
+    spb_err_clear(&err);
+    if (data == NULL) {
+        spb_log(SPB_LOG_ERROR, "spool_read_failed", "practice", ods, "file", name,
+                (const char *)NULL);
+        return;
+    }
+    spb_intake_document(&srv->rt, store, data, len, &meta, ods, NULL, &out);
+    free(data);
+    if (out.http_status == 500 || out.http_status == 503) {
+        /* the store failed: leave the file to be taken again on the next scan */
+        rename(work, from);
+        json_decref(out.body);
+        return;
+    }
+    if (out.http_status < 300) {
+        snprintf(to, sizeof(to), "%s/done/%s", dir, name);
+        rename(work, to);
+    } else {
+        char errpath[1100];
+        char *text = json_dumps(out.body, JSON_INDENT(2));
+        snprintf(to, sizeof(to), "%s/failed/%s", dir, name);
+        snprintf(errpath, sizeof(errpath), "%s/failed/%s.error.json", dir, name);
+        f = fopen(errpath, "w");
+        if (f != NULL && text != NULL) {
+            fputs(text, f);
+            fputc('\n', f);
+            fflush(f);
+            fsync(fileno(f));
+        }
+        if (f != NULL)
+            fclose(f);
+        free(text);
+        rename(work, to);
+    }
+    json_decref(out.body);
+}
+
+static void *spool_main(void *arg)
+{
+    server *srv = arg;
+    spb_store *store = NULL;
+    spb_err err;
+
+    spb_err_clear(&err);
+    pthread_rwlock_rdlock(&srv->rt.lock);
+    if (spb_store_open(&store, srv->rt.cfg->store_path, &err) < 0)
+        spb_log_err("spool_store_failed", &err);
+    pthread_rwlock_unlock(&srv->rt.lock);
+    if (store == NULL)
+        return NULL;
+    while (!atomic_load(&srv->intake_stop)) {
+        struct {
+            char ods[16];
+            char dir[512];
+        } spools[SPB_CONFIG_MAX_PRACTICES];
+        int n = 0;
+        long poll_ms;
+        pthread_rwlock_rdlock(&srv->rt.lock);
+        for (int i = 0; i < srv->rt.cfg->npractices; i++) {
+            if (srv->rt.cfg->practices[i].spool_dir[0] == '\0')
+                continue;
+            snprintf(spools[n].ods, sizeof(spools[n].ods), "%s", srv->rt.cfg->practices[i].ods);
+            snprintf(spools[n].dir, sizeof(spools[n].dir), "%s",
+                     srv->rt.cfg->practices[i].spool_dir);
+            n++;
+        }
+        poll_ms = srv->rt.cfg->spool_poll_ms;
+        pthread_rwlock_unlock(&srv->rt.lock);
+        for (int i = 0; i < n && !atomic_load(&srv->intake_stop); i++) {
+            DIR *d;
+            struct dirent *de;
+            char sub[600];
+            static const char *subs[] = {"processing", "done", "failed"};
+            for (int k = 0; k < 3; k++) {
+                snprintf(sub, sizeof(sub), "%s/%s", spools[i].dir, subs[k]);
+                ensure_dir(sub);
+            }
+            d = opendir(spools[i].dir);
+            if (d == NULL)
+                continue;
+            while ((de = readdir(d)) != NULL && !atomic_load(&srv->intake_stop)) {
+                char full[1024];
+                struct stat stt;
+                if (de->d_name[0] == '.')
+                    continue; /* hidden files are writers' temporary names */
+                snprintf(full, sizeof(full), "%s/%s", spools[i].dir, de->d_name);
+                if (stat(full, &stt) != 0 || !S_ISREG(stt.st_mode))
+                    continue;
+                spool_one(srv, store, spools[i].ods, spools[i].dir, de->d_name);
+            }
+            closedir(d);
+        }
+        for (long waited = 0; waited < poll_ms && !atomic_load(&srv->intake_stop); waited += 50)
+            usleep(50000);
+    }
+    spb_store_close(store);
+    return NULL;
+}
+
+/* Files left in processing/ by a crash go back to be taken again; the store's source key
+ * makes a second intake of an already stored event a harmless duplicate. */
+static void spool_recover(const spb_config *cfg)
+{
+    for (int i = 0; i < cfg->npractices; i++) {
+        char dir[600];
+        DIR *d;
+        struct dirent *de;
+        if (cfg->practices[i].spool_dir[0] == '\0')
+            continue;
+        snprintf(dir, sizeof(dir), "%s/processing", cfg->practices[i].spool_dir);
+        d = opendir(dir);
+        if (d == NULL)
+            continue;
+        while ((de = readdir(d)) != NULL) {
+            char from[1100], to[1100];
+            if (de->d_name[0] == '.')
+                continue;
+            snprintf(from, sizeof(from), "%s/%s", dir, de->d_name);
+            snprintf(to, sizeof(to), "%s/%s", cfg->practices[i].spool_dir, de->d_name);
+            rename(from, to);
+        }
+        closedir(d);
+    }
+}
+
+/* ------------------------------------------------------------- signals */
+
+static int load_all(const char *path, spb_config **cfg_out, spb_mapping_set **maps_out,
+                    spb_err *err)
+{
+    spb_config *cfg = calloc(1, sizeof(*cfg));
+    spb_mapping_set *maps = NULL;
+    int rc;
+
+    *cfg_out = NULL;
+    *maps_out = NULL;
+    if (cfg == NULL)
+        return spb_err_set(err, SPB_ENOMEM, SPB_ISSUE_EXCEPTION, "out of memory");
+    spb_config_defaults(cfg);
+    rc = spb_config_load(cfg, path, NULL, err);
+    if (rc == 0)
+        rc = spb_mapping_set_load(&maps, cfg->mappings_dir, NULL, err);
+    if (rc == 0 && (cfg->tls_cert[0] == '\0' || cfg->tls_key[0] == '\0' || cfg->tls_ca[0] == '\0'))
+        rc = spb_err_set(err, SPB_ECONFIG, SPB_ISSUE_PROCESSING,
+                         "serve needs [server] tls_cert, tls_key and tls_ca");
+    if (rc < 0) {
+        free(cfg);
+        spb_mapping_set_free(maps);
+        return rc;
+    }
+    *cfg_out = cfg;
+    *maps_out = maps;
+    return 0;
+}
+
+static void on_hup(evutil_socket_t sig, short what, void *arg)
+{
+    server *srv = arg;
+    spb_config *cfg = NULL;
+    spb_mapping_set *maps = NULL;
+    SSL_CTX *ctx;
+    spb_err err;
+    (void)sig;
+    (void)what;
+
+    spb_err_clear(&err);
+    if (load_all(srv->opts->config_path, &cfg, &maps, &err) < 0) {
+        spb_log_err("reload_failed", &err);
+        spb_log(SPB_LOG_WARN, "reload_refused", "reason",
+                "the previous configuration and mappings stay in force", (const char *)NULL);
+        return;
+    }
+    ctx = make_ssl_ctx(srv, cfg, &err);
+    if (ctx == NULL) {
+        spb_log_err("reload_failed", &err);
+        free(cfg);
+        spb_mapping_set_free(maps);
+        return;
+    }
+    /* existing connections keep their SSL (and its reference to the old context) */
+    SSL_CTX_free(srv->ssl_ctx);
+    srv->ssl_ctx = ctx;
+    srv->server_cert_expiry = cert_expiry_file(cfg->tls_cert);
+    srv->client_cert_expiry = cert_expiry_file(cfg->client_cert);
+    spb_log(SPB_LOG_INFO, "reloaded", "mappings", spb_mapping_set_version(maps),
+            (const char *)NULL);
+    spb_runtime_swap(&srv->rt, cfg, maps);
+    spb_runtime_wake(&srv->rt);
+}
+
+static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
+{
+    server *srv = arg;
+    (void)fd;
+    (void)what;
+    if (srv->pending == 0 || spb_now_ms() - srv->drain_started > 30000)
+        event_base_loopexit(srv->base, NULL);
+}
+
+static void on_term(evutil_socket_t sig, short what, void *arg)
+{
+    server *srv = arg;
+    struct timeval tick = {0, 50000};
+    (void)what;
+    if (srv->draining)
+        return;
+    spb_log(SPB_LOG_INFO, "stopping", "signal", sig == SIGINT ? "INT" : "TERM", "reason",
+            "finishing in-flight requests and deliveries", (const char *)NULL);
+    srv->draining = 1;
+    srv->drain_started = spb_now_ms();
+    if (srv->bound != NULL) {
+        evhttp_del_accept_socket(srv->http, srv->bound);
+        srv->bound = NULL;
+    }
+    srv->drain_timer = event_new(srv->base, -1, EV_PERSIST, on_drain_tick, srv);
+    event_add(srv->drain_timer, &tick);
+}
+
+/* ------------------------------------------------------------- main */
+
+int spb_serve(const spb_serve_opts *opts, spb_err *err)
+{
+    server *srv = calloc(1, sizeof(*srv));
+    spb_config *cfg = NULL;
+    spb_mapping_set *maps = NULL;
+    struct event *sig_term = NULL, *sig_int = NULL, *sig_hup = NULL;
+    spb_store *store = NULL;
+    int rc = 0, recovered = 0;
+    int port = 0;
+
+    if (srv == NULL)
+        return spb_err_set(err, SPB_ENOMEM, SPB_ISSUE_EXCEPTION, "out of memory");
+    srv->opts = opts;
+    signal(SIGPIPE, SIG_IGN);
+    evthread_use_pthreads();
+    rc = load_all(opts->config_path, &cfg, &maps, err);
+    if (rc < 0)
+        goto out_free;
+    spb_runtime_init(&srv->rt, cfg, maps);
+    {
+        spb_log_level lvl;
+        if (spb_log_parse_level(cfg->log_level, &lvl) == 0)
+            spb_log_set_level(lvl);
+    }
+    pthread_mutex_init(&srv->qlock, NULL);
+    pthread_cond_init(&srv->qcond, NULL);
+
+    /* the store first: recover rows a crash left mid-delivery, before any worker runs */
+    {
+        char dir[512];
+        char *slash;
+        snprintf(dir, sizeof(dir), "%s", cfg->store_path);
+        slash = strrchr(dir, '/');
+        if (slash != NULL) {
+            *slash = '\0';
+            ensure_dir(dir);
+        }
+    }
+    rc = spb_store_open(&store, cfg->store_path, err);
+    if (rc < 0)
+        goto out_rt;
+    rc = spb_store_recover(store, spb_now_ms(), 1, &recovered, err);
+    spb_store_close(store);
+    if (rc < 0)
+        goto out_rt;
+    if (recovered > 0) {
+        char n[16];
+        snprintf(n, sizeof(n), "%d", recovered);
+        spb_log(SPB_LOG_WARN, "recovered", "rows", n, "reason",
+                "deliveries interrupted by the last stop will be sent again", (const char *)NULL);
+    }
+    spool_recover(cfg);
+
+    srv->ssl_ctx = make_ssl_ctx(srv, cfg, err);
+    if (srv->ssl_ctx == NULL) {
+        rc = SPB_ECONFIG;
+        goto out_rt;
+    }
+    srv->server_cert_expiry = cert_expiry_file(cfg->tls_cert);
+    srv->client_cert_expiry = cert_expiry_file(cfg->client_cert);
+    srv->base = event_base_new();
+    srv->http = evhttp_new(srv->base);
+    if (srv->base == NULL || srv->http == NULL) {
+        rc = spb_err_set(err, SPB_ERR, SPB_ISSUE_EXCEPTION, "cannot start the event loop");
+        goto out_rt;
+    }
+    evhttp_set_bevcb(srv->http, bevcb, srv);
+    evhttp_set_gencb(srv->http, on_request, srv);
+    /* evhttp's own limit sits above ours so an oversize body gets our OperationOutcome */
+    evhttp_set_max_body_size(srv->http, (ev_ssize_t)cfg->max_body_bytes * 2 + 65536);
+    evhttp_set_max_headers_size(srv->http, 64 * 1024);
+    evhttp_set_timeout(srv->http, 60);
+    evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST);
+    srv->bound = evhttp_bind_socket_with_handle(srv->http, cfg->listen_address,
+                                                (ev_uint16_t)cfg->listen_port);
+    if (srv->bound == NULL) {
+        rc = spb_err_set(err, SPB_ECONFIG, SPB_ISSUE_PROCESSING, "cannot listen on %s:%ld",
+                         cfg->listen_address, cfg->listen_port);
+        spb_err_hint(err, "choose a free [server] listen_port, or stop what uses it");
+        goto out_rt;
+    }
+    {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        evutil_socket_t fd = evhttp_bound_socket_get_fd(srv->bound);
+        if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+            if (ss.ss_family == AF_INET)
+                port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+            else if (ss.ss_family == AF_INET6)
+                port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        }
+    }
+    srv->done_ev = event_new(srv->base, -1, EV_PERSIST | EV_READ, on_done, srv);
+    event_add(srv->done_ev, NULL);
+    sig_term = evsignal_new(srv->base, SIGTERM, on_term, srv);
+    sig_int = evsignal_new(srv->base, SIGINT, on_term, srv);
+    sig_hup = evsignal_new(srv->base, SIGHUP, on_hup, srv);
+    event_add(sig_term, NULL);
+    event_add(sig_int, NULL);
+    event_add(sig_hup, NULL);
+
+    rc = spb_delivery_start(&srv->delivery, &srv->rt, err);
+    if (rc < 0)
+        goto out_loop;
+    for (long i = 0; i < cfg->intake_workers && i < MAX_INTAKE; i++) {
+        if (pthread_create(&srv->intake[srv->nintake], NULL, intake_main, srv) == 0)
+            srv->nintake++;
+    }
+    if (pthread_create(&srv->spool, NULL, spool_main, srv) == 0)
+        srv->spool_started = 1;
+
+    {
+        char port_s[16];
+        snprintf(port_s, sizeof(port_s), "%d", port);
+        spb_log(SPB_LOG_INFO, "listening", "address", cfg->listen_address, "port", port_s,
+                "mappings", spb_mapping_set_version(maps), "store", cfg->store_path,
+                (const char *)NULL);
+        if (opts->port_file != NULL) {
+            char tmp[600];
+            FILE *f;
+            snprintf(tmp, sizeof(tmp), "%s.tmp", opts->port_file);
+            f = fopen(tmp, "w");
+            if (f != NULL) {
+                fprintf(f, "%d\n", port);
+                fclose(f);
+                rename(tmp, opts->port_file);
+            }
+        }
+    }
+    event_base_dispatch(srv->base);
+
+    /* drain: intake threads finish their jobs, then delivery finishes attempts in hand */
+    atomic_store(&srv->intake_stop, 1);
+    pthread_mutex_lock(&srv->qlock);
+    pthread_cond_broadcast(&srv->qcond);
+    pthread_mutex_unlock(&srv->qlock);
+    for (int i = 0; i < srv->nintake; i++)
+        pthread_join(srv->intake[i], NULL);
+    if (srv->spool_started)
+        pthread_join(srv->spool, NULL);
+    on_done(-1, 0, srv); /* answers finished during the drain, if clients are still there */
+    spb_delivery_stop(srv->delivery);
+    spb_log(SPB_LOG_INFO, "stopped", (const char *)NULL);
+    rc = 0;
+out_loop:
+    event_free(sig_term);
+    event_free(sig_int);
+    event_free(sig_hup);
+    if (srv->drain_timer != NULL)
+        event_free(srv->drain_timer);
+    if (srv->done_ev != NULL)
+        event_free(srv->done_ev);
+out_rt:
+    if (srv->http != NULL)
+        evhttp_free(srv->http);
+    if (srv->base != NULL)
+        event_base_free(srv->base);
+    SSL_CTX_free(srv->ssl_ctx);
+    if (srv->rt.cfg != NULL)
+        spb_runtime_destroy(&srv->rt);
+    /* queued jobs never processed (startup failure): free them */
+    while (srv->todo_head != NULL) {
+        job *j = srv->todo_head;
+        srv->todo_head = j->next;
+        job_free(j);
+    }
+out_free:
+    free(srv);
+    return rc;
+}
