@@ -150,7 +150,7 @@ static void cfg_error(cfg_state *st, int line, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     spb_diag_add(st->diags, SPB_DIAG_ERROR, st->cfg->path, line, "%s", msg);
-    if (st->errors++ == 0) {
+    if (st->errors++ == 0 && (st->err == NULL || st->err->code == 0)) {
         spb_err_set(st->err, SPB_ECONFIG, SPB_ISSUE_PROCESSING, "%s", msg);
         spb_err_where(st->err, st->cfg->path, line, 0, NULL);
         spb_err_hint(st->err, "see docs/configuration.md; `spbridge config check` lists every "

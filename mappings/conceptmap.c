@@ -224,7 +224,7 @@ int spb_cmap_set_load(spb_cmap_set *s, spb_map_role role, const char *path, spb_
         char msg_[400];                                                                            \
         snprintf(msg_, sizeof(msg_), __VA_ARGS__);                                                 \
         spb_diag_add(diags, SPB_DIAG_ERROR, path, (line_), "%s", msg_);                            \
-        if (errors++ == 0) {                                                                       \
+        if (errors++ == 0 && (err == NULL || err->code == 0)) {                                    \
             spb_err_set(err, SPB_ECONFIG, SPB_ISSUE_PROCESSING, "%s", msg_);                       \
             spb_err_where(err, path, (line_), 0, NULL);                                            \
             spb_err_hint(err, "fix the ConceptMap; `spbridge mappings check` lists every "         \

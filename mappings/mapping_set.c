@@ -70,7 +70,7 @@ static void mf_error(manifest_state *st, int line, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     spb_diag_add(st->diags, SPB_DIAG_ERROR, st->manifest, line, "%s", msg);
-    if (st->errors++ == 0) {
+    if (st->errors++ == 0 && (st->err == NULL || st->err->code == 0)) {
         spb_err_set(st->err, SPB_ECONFIG, SPB_ISSUE_PROCESSING, "%s", msg);
         spb_err_where(st->err, st->manifest, line, 0, NULL);
     }
@@ -194,7 +194,7 @@ static void check_trigger_target(void *user, const char *system, const char *cod
                  "trigger %s|%s maps to '%s'; a trigger's target must be referral, "
                  "cancellation, declined or signposting",
                  system, code, m->target_code);
-    if (tc->st->errors++ == 0) {
+    if (tc->st->errors++ == 0 && (tc->st->err == NULL || tc->st->err->code == 0)) {
         spb_err_set(tc->st->err, SPB_ECONFIG, SPB_ISSUE_PROCESSING,
                     "trigger %s|%s maps to '%s', which is not an event kind", system, code,
                     m->target_code);

@@ -28,6 +28,10 @@
 
 #include "spbridge/transform.h"
 
+#ifndef SPB_CONFORMANCE_DIR
+#define SPB_CONFORMANCE_DIR "conformance"
+#endif
+
 #define MAX_NS    16
 #define MAX_LETS  48
 #define MAX_ALTS  8
@@ -145,7 +149,7 @@ static void load_error(load_state *st, int line, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     spb_diag_add(st->diags, SPB_DIAG_ERROR, st->p->path, line, "%s", msg);
-    if (st->errors++ == 0) {
+    if (st->errors++ == 0 && (st->err == NULL || st->err->code == 0)) {
         spb_err_set(st->err, SPB_ECONFIG, SPB_ISSUE_PROCESSING, "%s", msg);
         spb_err_where(st->err, st->p->path, line, 0, NULL);
         spb_err_hint(st->err, "fix the dialect profile; `spbridge mappings check` lists "
@@ -389,7 +393,14 @@ static int handler(void *user, const char *section, const char *name, const char
             }
             snprintf(p->schemas[p->nschemas].root, sizeof(p->schemas[0].root), "%s",
                      name[6] == '.' ? name + 7 : "");
-            if (strncmp(value, "$schema_dir/", 12) == 0 || value[0] == '/') {
+            if (strncmp(value, "$conformance_dir/", 17) == 0) {
+                /* spbridge's own schemas (the native format): where this build keeps them */
+                snprintf(p->schemas[p->nschemas].path, sizeof(p->schemas[0].path), "%s/%s",
+                         SPB_CONFORMANCE_DIR, value + 17);
+                if (access(p->schemas[p->nschemas].path, R_OK) != 0)
+                    load_error(st, st->line, "schema file %s is not readable",
+                               p->schemas[p->nschemas].path);
+            } else if (strncmp(value, "$schema_dir/", 12) == 0 || value[0] == '/') {
                 snprintf(p->schemas[p->nschemas].path, sizeof(p->schemas[0].path), "%s", value);
             } else {
                 /* relative to the profile's own folder */

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 packages=(build-essential cmake pkg-config git
   libxml2-dev libxml2-utils libjansson-dev libinih-dev libssl-dev openssl
   libcmocka-dev clang-format
-  libsqlite3-dev sqlite3 libcurl4-openssl-dev libevent-dev curl)
+  libsqlite3-dev sqlite3 libcurl4-openssl-dev libevent-dev curl jq)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,8 +22,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# Pinned validators (HL7 FHIR R4 JSON Schema, @medplum/core) for the conformance tests.
-if [ ! -d conformance/validators/node_modules ] ||
-   [ conformance/validators/package-lock.json -nt conformance/validators/node_modules ]; then
-  (cd conformance/validators && npm ci --no-audit --no-fund --loglevel=error)
-fi
+# Pinned npm packages: the validators (HL7 FHIR R4 JSON Schema, @medplum/core) for the
+# conformance tests, and the FHIR test peer (@medplum/fhir-router) for the service tests.
+for dir in conformance/validators tests/peer; do
+  if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules" ]; then
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+done
