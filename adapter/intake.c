@@ -87,6 +87,18 @@ void spb_intake_document(spb_runtime *rt, spb_store *store, const char *data, si
         out->body = outcome_with_id(&err, parked);
         return;
     }
+    /* One document is stored whole or not at all; a batch this large is refused rather
+     * than cut short. */
+    if (tr.n > sizeof(items) / sizeof(items[0])) {
+        spb_err_set(&err, SPB_ETOOBIG, SPB_ISSUE_TOO_LONG,
+                    "the document holds %zu events; at most %zu are accepted in one document", tr.n,
+                    sizeof(items) / sizeof(items[0]));
+        spb_err_hint(&err, "send the events in smaller documents (one consultation each)");
+        out->http_status = 413;
+        out->body = spb_fhir_operation_outcome(&err);
+        spb_translation_clear(&tr);
+        return;
+    }
     /* A practice acts only for itself. */
     for (size_t i = 0; acting_ods != NULL && i < tr.n; i++) {
         if (strcmp(tr.items[i].practice_ods, acting_ods) != 0) {
