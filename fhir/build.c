@@ -4,7 +4,7 @@
  *   ServiceRequest: status active, intent order, code = the referral concept, subject the
  *     Patient, requester the practitioner role or practice, performer the service.
  *   Task: intent order, code fulfill, focus -> ServiceRequest, for -> Patient,
- *     requester, owner = the service.
+ *     requester = the practice Organization, owner = the service.
  * Every entry is a conditional create on a stable identifier, so posting the same Bundle
  * twice creates nothing twice. fullUrls are name-based UUIDs of those identifiers, so the
  * same input always yields byte-identical JSON.
@@ -410,7 +410,10 @@ static json_t *build_task(const spb_referral *r, const parties *pt, const char *
     json_object_set_new(t, "focus", reference(sr_url));
     json_object_set_new(t, "for", reference(pt->patient));
     set_str(t, "authoredOn", recorded);
-    json_object_set_new(t, "requester", json_deep_copy(pt->requester_ref));
+    /* The Task's requester is always the practice, so a service's Tasks for one practice are
+     * found with one search (Task?requester=Organization/<id>), whoever the clinician was;
+     * the clinician is the ServiceRequest's requester. */
+    json_object_set_new(t, "requester", reference(pt->practice));
     json_object_set_new(t, "owner", json_deep_copy(pt->service_ref));
     return t;
 }
