@@ -114,10 +114,19 @@ static const setting settings[] = {
     SV("name", name, 1, "the service's name"),
     SV("ods", ods, 0, "the service's ODS code (Task.owner and ServiceRequest.performer)"),
     SV("endpoint", endpoint, 0, "the service's FHIR base URL"),
+    {"service.*", "poll_interval_s", CT_LONG, offsetof(spb_service_cfg, poll_interval_s), 0, 0,
+     86400, "900", 0, "how often the service's Tasks are polled (s); 0: notifications only"},
     PR("service", service, 1, "the [service.ID] this practice refers to"),
     PR("dialect", dialect, 0, "the dialect this practice sends (default: detect)"),
     PR("region", region, 0, "the NHS region or ICB the practice belongs to"),
     PR("spool_dir", spool_dir, 0, "folder this practice's GP system drops event files into"),
+    {"practice.*", "writeback_format", CT_STRING, offsetof(spb_practice_cfg, writeback_format),
+     sizeof(((spb_practice_cfg *)0)->writeback_format), 0, 0, "gp2gp", 0,
+     "outcome documents: gp2gp (HL7 v3 ehrComposition) or native"},
+    PR("writeback_spool_dir", writeback_spool_dir, 0,
+       "folder outcome documents are written to for the GP system to import"),
+    PR("writeback_endpoint", writeback_endpoint, 0,
+       "HTTPS URL outcome documents are POSTed to (mutual TLS, [delivery] certificate)"),
     CL("role", role_name, 1, "practice, service, auditor or admin"),
     CL("ods", ods, 0, "practice: the ODS code it acts for; service: its ODS code"),
     CL("region", region, 0, "auditor: the region it may see"),
@@ -205,6 +214,21 @@ static const setting *find_setting(const char *section_pattern, const char *key)
     return NULL;
 }
 
+/* Defaults of a repeated section ([service.X], [practice.X], [client.X]) when it appears. */
+static void apply_defaults(const char *pattern, void *base)
+{
+    for (size_t i = 0; i < NSETTINGS; i++) {
+        const setting *s = &settings[i];
+        char *dst = (char *)base + s->offset;
+        if (strcmp(s->section, pattern) != 0 || s->def[0] == '\0')
+            continue;
+        if (s->type == CT_LONG)
+            *(long *)(void *)dst = strtol(s->def, NULL, 10);
+        else
+            snprintf(dst, s->size, "%s", s->def);
+    }
+}
+
 static char *cfg_reader(char *str, int num, void *stream)
 {
     cfg_state *st = stream;
@@ -248,6 +272,7 @@ static int cfg_handler(void *user, const char *section, const char *name, const 
                           id);
                 return 1;
             }
+            apply_defaults("service.*", &cfg->services[i]);
             snprintf(cfg->services[i].id, sizeof(cfg->services[i].id), "%s", id);
             cfg->nservices++;
         }
@@ -273,6 +298,7 @@ static int cfg_handler(void *user, const char *section, const char *name, const 
                 cfg_error(st, st->line, "more than %d practices", SPB_CONFIG_MAX_PRACTICES);
                 return 1;
             }
+            apply_defaults("practice.*", &cfg->practices[i]);
             snprintf(cfg->practices[i].ods, sizeof(cfg->practices[i].ods), "%s", norm);
             cfg->npractices++;
         }
@@ -366,6 +392,10 @@ int spb_config_load(spb_config *cfg, const char *path, spb_diags *diags, spb_err
     }
     for (int i = 0; i < cfg->npractices; i++) {
         int found = 0;
+        if (strcmp(cfg->practices[i].writeback_format, "gp2gp") != 0 &&
+            strcmp(cfg->practices[i].writeback_format, "native") != 0)
+            cfg_error(st, 0, "[practice.%s] writeback_format must be gp2gp or native",
+                      cfg->practices[i].ods);
         for (int k = 0; k < cfg->nservices; k++)
             found |= strcmp(cfg->services[k].id, cfg->practices[i].service) == 0;
         if (!found)
@@ -429,12 +459,14 @@ int spb_config_load(spb_config *cfg, const char *path, spb_diags *diags, spb_err
             snprintf(value, key->size, "%s", joined);
         }
         for (int i = 0; i < cfg->npractices && slash != NULL; i++) {
-            char *value = cfg->practices[i].spool_dir;
-            char joined[512];
-            if (value[0] == '\0' || value[0] == '/')
-                continue;
-            snprintf(joined, sizeof(joined), "%.*s/%s", (int)(slash - path), path, value);
-            snprintf(value, sizeof(cfg->practices[i].spool_dir), "%s", joined);
+            char *values[] = {cfg->practices[i].spool_dir, cfg->practices[i].writeback_spool_dir};
+            for (int k = 0; k < 2; k++) {
+                char joined[512];
+                if (values[k][0] == '\0' || values[k][0] == '/')
+                    continue;
+                snprintf(joined, sizeof(joined), "%.*s/%s", (int)(slash - path), path, values[k]);
+                snprintf(values[k], sizeof(cfg->practices[i].spool_dir), "%s", joined);
+            }
         }
     }
     rc = st->errors ? SPB_ECONFIG : 0;

@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "spbridge/ident.h"
+#include "store_internal.h"
 
 #define SCHEMA_VERSION 1
 
@@ -50,6 +51,11 @@ static const char *schema_sql =
     "  payload TEXT NOT NULL,"
     "  state TEXT NOT NULL CHECK(state IN"
     "    ('queued','delivering','retrying','delivered','dead','recorded')),"
+    "  channel TEXT NOT NULL DEFAULT 'fhir'," /* fhir | writeback */
+    "  method TEXT NOT NULL DEFAULT 'POST',"
+    "  url_path TEXT," /* appended to the endpoint */
+    "  content_type TEXT NOT NULL DEFAULT 'application/fhir+json',"
+    "  dedupe_key TEXT,"
     "  attempts INTEGER NOT NULL DEFAULT 0,"
     "  next_attempt_at INTEGER NOT NULL,"
     "  lease_until INTEGER,"
@@ -72,6 +78,33 @@ static const char *schema_sql =
     "  error_code TEXT NOT NULL, issue TEXT NOT NULL, message TEXT NOT NULL, hint TEXT,"
     "  line INTEGER, location TEXT,"
     "  body BLOB NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS referrals("
+    "  referral TEXT PRIMARY KEY,"
+    "  practice TEXT NOT NULL, service_id TEXT NOT NULL, event_id TEXT NOT NULL,"
+    "  nhs_number TEXT, birth_date TEXT,"
+    "  patient_id TEXT, practice_org_id TEXT, sr_id TEXT, task_id TEXT,"
+    "  sr_payload TEXT,"
+    "  task_status TEXT, task_version TEXT, task_last_updated TEXT,"
+    "  closed INTEGER NOT NULL DEFAULT 0,"
+    "  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS referrals_follow ON referrals(service_id, practice);"
+    "CREATE TABLE IF NOT EXISTS task_versions("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  service_id TEXT NOT NULL, task_id TEXT NOT NULL, version_id TEXT NOT NULL,"
+    "  referral TEXT, status TEXT, business_status TEXT, last_updated TEXT,"
+    "  received_at INTEGER NOT NULL, flag TEXT, detail TEXT,"
+    "  UNIQUE(service_id, task_id, version_id));"
+    "CREATE TABLE IF NOT EXISTS follow_cursors("
+    "  service_id TEXT NOT NULL, practice TEXT NOT NULL, cursor TEXT NOT NULL,"
+    "  updated_at INTEGER NOT NULL, PRIMARY KEY(service_id, practice));"
+    "CREATE TABLE IF NOT EXISTS notifications("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  service_id TEXT NOT NULL, task_id TEXT NOT NULL,"
+    "  received_at INTEGER NOT NULL, done_at INTEGER);"
+    "CREATE TABLE IF NOT EXISTS quarantine("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  referral TEXT, service_id TEXT, task_id TEXT, version_id TEXT,"
+    "  reason TEXT NOT NULL, created_at INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS audit("
     "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
     "  at INTEGER NOT NULL,"
@@ -85,7 +118,7 @@ int64_t spb_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int db_error(spb_store *s, spb_err *err, const char *what)
+int spb__db_error(spb_store *s, spb_err *err, const char *what)
 {
     int code = sqlite3_errcode(s->db);
     int rc = (code == SQLITE_BUSY || code == SQLITE_LOCKED) ? SPB_ERETRY : SPB_ERR;
@@ -93,7 +126,7 @@ static int db_error(spb_store *s, spb_err *err, const char *what)
     return rc;
 }
 
-static int exec(spb_store *s, const char *sql, spb_err *err)
+int spb__exec(spb_store *s, const char *sql, spb_err *err)
 {
     char *msg = NULL;
     if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
@@ -109,6 +142,44 @@ static int exec(spb_store *s, const char *sql, spb_err *err)
 static void rollback(spb_store *s)
 {
     sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
+static int has_column(spb_store *s, const char *table, const char *column)
+{
+    char sql[128];
+    sqlite3_stmt *st = NULL;
+    int found = 0;
+    snprintf(sql, sizeof(sql), "PRAGMA table_info(%s)", table);
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        if (strcmp((const char *)sqlite3_column_text(st, 1), column) == 0)
+            found = 1;
+    }
+    sqlite3_finalize(st);
+    return found;
+}
+
+/* Version 1 stores (before write-back) lack the outbox's channel columns. */
+static int migrate(spb_store *s, spb_err *err)
+{
+    if (has_column(s, "outbox", "channel"))
+        return spb__exec(s,
+                         "CREATE UNIQUE INDEX IF NOT EXISTS outbox_dedupe ON outbox(dedupe_key) "
+                         "  WHERE dedupe_key IS NOT NULL;",
+                         err);
+    return spb__exec(s,
+                     "BEGIN IMMEDIATE;"
+                     "ALTER TABLE outbox ADD COLUMN channel TEXT NOT NULL DEFAULT 'fhir';"
+                     "ALTER TABLE outbox ADD COLUMN method TEXT NOT NULL DEFAULT 'POST';"
+                     "ALTER TABLE outbox ADD COLUMN url_path TEXT;"
+                     "ALTER TABLE outbox ADD COLUMN content_type TEXT NOT NULL DEFAULT "
+                     "  'application/fhir+json';"
+                     "ALTER TABLE outbox ADD COLUMN dedupe_key TEXT;"
+                     "CREATE UNIQUE INDEX IF NOT EXISTS outbox_dedupe ON outbox(dedupe_key) "
+                     "  WHERE dedupe_key IS NOT NULL;"
+                     "COMMIT;",
+                     err);
 }
 
 int spb_store_open(spb_store **out, const char *path, spb_err *err)
@@ -129,11 +200,15 @@ int spb_store_open(spb_store **out, const char *path, spb_err *err)
         goto out;
     }
     sqlite3_busy_timeout(s->db, 10000);
-    rc = exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;", err);
+    rc = spb__exec(s, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+                   err);
     if (rc == 0)
-        rc = exec(s, schema_sql, err);
+        rc = spb__exec(s, schema_sql, err);
     if (rc == 0)
-        rc = exec(s, "INSERT OR IGNORE INTO meta(key, value) VALUES ('schema_version', '1')", err);
+        rc = migrate(s, err);
+    if (rc == 0)
+        rc = spb__exec(s, "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', '2')",
+                       err);
 out:
     if (rc < 0) {
         spb_store_close(s);
@@ -141,6 +216,11 @@ out:
     }
     *out = s;
     return 0;
+}
+
+sqlite3 *spb__db(spb_store *s)
+{
+    return s->db;
 }
 
 void spb_store_close(spb_store *s)
@@ -153,17 +233,17 @@ void spb_store_close(spb_store *s)
 
 /* ---- small statement helpers ---- */
 
-static sqlite3_stmt *prep(spb_store *s, const char *sql, spb_err *err)
+sqlite3_stmt *spb__prep(spb_store *s, const char *sql, spb_err *err)
 {
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK) {
-        db_error(s, err, "prepare");
+        spb__db_error(s, err, "prepare");
         return NULL;
     }
     return st;
 }
 
-static void bind_text(sqlite3_stmt *st, int i, const char *v)
+void spb__bind_text(sqlite3_stmt *st, int i, const char *v)
 {
     if (v == NULL || *v == '\0')
         sqlite3_bind_null(st, i);
@@ -171,27 +251,28 @@ static void bind_text(sqlite3_stmt *st, int i, const char *v)
         sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
 }
 
-static int audit_row(spb_store *s, int64_t at, const char *identity, const char *practice,
-                     const char *referral, const char *step, const char *result, const char *detail,
-                     const char *mapping_version, spb_err *err)
+int spb__audit(spb_store *s, int64_t at, const char *identity, const char *practice,
+               const char *referral, const char *step, const char *result, const char *detail,
+               const char *mapping_version, spb_err *err)
 {
-    sqlite3_stmt *st = prep(s,
-                            "INSERT INTO audit(at, identity, practice, referral, step, result, "
-                            "detail, mapping_version) VALUES (?,?,?,?,?,?,?,?)",
-                            err);
+    sqlite3_stmt *st =
+        spb__prep(s,
+                  "INSERT INTO audit(at, identity, practice, referral, step, result, "
+                  "detail, mapping_version) VALUES (?,?,?,?,?,?,?,?)",
+                  err);
     int rc = 0;
     if (st == NULL)
         return SPB_ERR;
     sqlite3_bind_int64(st, 1, at);
-    bind_text(st, 2, identity);
-    bind_text(st, 3, practice);
-    bind_text(st, 4, referral);
-    bind_text(st, 5, step);
-    bind_text(st, 6, result);
-    bind_text(st, 7, detail);
-    bind_text(st, 8, mapping_version);
+    spb__bind_text(st, 2, identity);
+    spb__bind_text(st, 3, practice);
+    spb__bind_text(st, 4, referral);
+    spb__bind_text(st, 5, step);
+    spb__bind_text(st, 6, result);
+    spb__bind_text(st, 7, detail);
+    spb__bind_text(st, 8, mapping_version);
     if (sqlite3_step(st) != SQLITE_DONE)
-        rc = db_error(s, err, "audit");
+        rc = spb__db_error(s, err, "audit");
     sqlite3_finalize(st);
     return rc;
 }
@@ -199,8 +280,8 @@ static int audit_row(spb_store *s, int64_t at, const char *identity, const char 
 int spb_store_audit(spb_store *s, const char *identity, const char *practice, const char *referral,
                     const char *step, const char *result, const char *detail, spb_err *err)
 {
-    return audit_row(s, spb_now_ms(), identity, practice, referral, step, result, detail, NULL,
-                     err);
+    return spb__audit(s, spb_now_ms(), identity, practice, referral, step, result, detail, NULL,
+                      err);
 }
 
 static void tracking_id_for(char out[SPB_UUID_LEN + 1], const char *practice,
@@ -219,20 +300,21 @@ int spb_store_intake(spb_store *s, const spb_translation *tr, const spb_intake_m
     int rc;
 
     *n = 0;
-    rc = exec(s, "BEGIN IMMEDIATE", err);
+    rc = spb__exec(s, "BEGIN IMMEDIATE", err);
     if (rc < 0)
         return rc;
-    find = prep(s, "SELECT id FROM events WHERE source_key = ?", err);
-    ins_event = prep(s,
-                     "INSERT INTO events(id, source_key, practice, event_uuid, referral, kind, "
-                     "dialect, mapping_version, trigger_code, channel, identity, source_name, "
-                     "received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                     err);
-    ins_outbox = prep(s,
-                      "INSERT INTO outbox(event_id, referral, practice, service_id, kind, "
-                      "payload, state, next_attempt_at, created_at, updated_at) "
-                      "VALUES (?,?,?,?,?,?,?,?,?,?)",
-                      err);
+    find = spb__prep(s, "SELECT id FROM events WHERE source_key = ?", err);
+    ins_event =
+        spb__prep(s,
+                  "INSERT INTO events(id, source_key, practice, event_uuid, referral, kind, "
+                  "dialect, mapping_version, trigger_code, channel, identity, source_name, "
+                  "received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                  err);
+    ins_outbox = spb__prep(s,
+                           "INSERT INTO outbox(event_id, referral, practice, service_id, kind, "
+                           "payload, state, next_attempt_at, created_at, updated_at) "
+                           "VALUES (?,?,?,?,?,?,?,?,?,?)",
+                           err);
     if (find == NULL || ins_event == NULL || ins_outbox == NULL) {
         rc = SPB_ERR;
         goto out;
@@ -255,30 +337,30 @@ int spb_store_intake(spb_store *s, const spb_translation *tr, const spb_intake_m
             snprintf(it->tracking_id, sizeof(it->tracking_id), "%s",
                      (const char *)sqlite3_column_text(find, 0));
             it->duplicate = 1;
-            rc = audit_row(s, now, meta->identity, t->practice_ods, t->source_uuid, "received",
-                           "duplicate", "the same source event was received before",
-                           tr->mapping_version, err);
+            rc = spb__audit(s, now, meta->identity, t->practice_ods, t->source_uuid, "received",
+                            "duplicate", "the same source event was received before",
+                            tr->mapping_version, err);
             if (rc < 0)
                 goto out;
             continue;
         }
         tracking_id_for(it->tracking_id, t->practice_ods, t->event_uuid);
         sqlite3_reset(ins_event);
-        bind_text(ins_event, 1, it->tracking_id);
-        bind_text(ins_event, 2, key);
-        bind_text(ins_event, 3, t->practice_ods);
-        bind_text(ins_event, 4, t->event_uuid);
-        bind_text(ins_event, 5, t->source_uuid);
-        bind_text(ins_event, 6, kind);
-        bind_text(ins_event, 7, tr->dialect);
-        bind_text(ins_event, 8, tr->mapping_version);
-        bind_text(ins_event, 9, t->trigger_code);
-        bind_text(ins_event, 10, meta->channel);
-        bind_text(ins_event, 11, meta->identity);
-        bind_text(ins_event, 12, meta->source_name);
+        spb__bind_text(ins_event, 1, it->tracking_id);
+        spb__bind_text(ins_event, 2, key);
+        spb__bind_text(ins_event, 3, t->practice_ods);
+        spb__bind_text(ins_event, 4, t->event_uuid);
+        spb__bind_text(ins_event, 5, t->source_uuid);
+        spb__bind_text(ins_event, 6, kind);
+        spb__bind_text(ins_event, 7, tr->dialect);
+        spb__bind_text(ins_event, 8, tr->mapping_version);
+        spb__bind_text(ins_event, 9, t->trigger_code);
+        spb__bind_text(ins_event, 10, meta->channel);
+        spb__bind_text(ins_event, 11, meta->identity);
+        spb__bind_text(ins_event, 12, meta->source_name);
         sqlite3_bind_int64(ins_event, 13, now);
         if (sqlite3_step(ins_event) != SQLITE_DONE) {
-            rc = db_error(s, err, "insert event");
+            rc = spb__db_error(s, err, "insert event");
             goto out;
         }
         payload = json_dumps(t->resource, JSON_COMPACT);
@@ -287,34 +369,34 @@ int spb_store_intake(spb_store *s, const spb_translation *tr, const spb_intake_m
             goto out;
         }
         sqlite3_reset(ins_outbox);
-        bind_text(ins_outbox, 1, it->tracking_id);
-        bind_text(ins_outbox, 2, t->source_uuid);
-        bind_text(ins_outbox, 3, t->practice_ods);
-        bind_text(ins_outbox, 4, t->service_id);
-        bind_text(ins_outbox, 5, kind);
+        spb__bind_text(ins_outbox, 1, it->tracking_id);
+        spb__bind_text(ins_outbox, 2, t->source_uuid);
+        spb__bind_text(ins_outbox, 3, t->practice_ods);
+        spb__bind_text(ins_outbox, 4, t->service_id);
+        spb__bind_text(ins_outbox, 5, kind);
         sqlite3_bind_text(ins_outbox, 6, payload, -1, free);
-        bind_text(ins_outbox, 7, send ? "queued" : "recorded");
+        spb__bind_text(ins_outbox, 7, send ? "queued" : "recorded");
         sqlite3_bind_int64(ins_outbox, 8, now);
         sqlite3_bind_int64(ins_outbox, 9, now);
         sqlite3_bind_int64(ins_outbox, 10, now);
         if (sqlite3_step(ins_outbox) != SQLITE_DONE) {
-            rc = db_error(s, err, "insert outbox");
+            rc = spb__db_error(s, err, "insert outbox");
             goto out;
         }
         it->outbox_id = send ? sqlite3_last_insert_rowid(s->db) : 0;
-        rc = audit_row(s, now, meta->identity, t->practice_ods, t->source_uuid, "received", "ok",
-                       meta->channel, tr->mapping_version, err);
+        rc = spb__audit(s, now, meta->identity, t->practice_ods, t->source_uuid, "received", "ok",
+                        meta->channel, tr->mapping_version, err);
         if (rc == 0)
-            rc = audit_row(s, now, meta->identity, t->practice_ods, t->source_uuid, "translated",
-                           "ok", kind, tr->mapping_version, err);
+            rc = spb__audit(s, now, meta->identity, t->practice_ods, t->source_uuid, "translated",
+                            "ok", kind, tr->mapping_version, err);
         if (rc == 0)
-            rc = audit_row(s, now, meta->identity, t->practice_ods, t->source_uuid,
-                           send ? "queued" : "recorded", "ok", t->service_id, tr->mapping_version,
-                           err);
+            rc = spb__audit(s, now, meta->identity, t->practice_ods, t->source_uuid,
+                            send ? "queued" : "recorded", "ok", t->service_id, tr->mapping_version,
+                            err);
         if (rc < 0)
             goto out;
     }
-    rc = exec(s, "COMMIT", err);
+    rc = spb__exec(s, "COMMIT", err);
 out:
     sqlite3_finalize(find);
     sqlite3_finalize(ins_event);
@@ -343,41 +425,41 @@ int spb_store_park(spb_store *s, const spb_intake_meta *meta, const char *body, 
 {
     sqlite3_stmt *st = NULL;
     int64_t now = spb_now_ms();
-    int rc = exec(s, "BEGIN IMMEDIATE", err);
+    int rc = spb__exec(s, "BEGIN IMMEDIATE", err);
 
     if (rc < 0)
         return rc;
     random_uuid(id_out);
-    st = prep(s,
-              "INSERT INTO parked(id, received_at, identity, practice, channel, source_name, "
-              "error_code, issue, message, hint, line, location, body) "
-              "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-              err);
+    st = spb__prep(s,
+                   "INSERT INTO parked(id, received_at, identity, practice, channel, source_name, "
+                   "error_code, issue, message, hint, line, location, body) "
+                   "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                   err);
     if (st == NULL) {
         rc = SPB_ERR;
         goto out;
     }
-    bind_text(st, 1, id_out);
+    spb__bind_text(st, 1, id_out);
     sqlite3_bind_int64(st, 2, now);
-    bind_text(st, 3, meta->identity);
-    bind_text(st, 4, meta->identity_ods);
-    bind_text(st, 5, meta->channel);
-    bind_text(st, 6, meta->source_name);
-    bind_text(st, 7, spb_code_name(reason->code));
-    bind_text(st, 8, spb_issue_name(reason->issue));
-    bind_text(st, 9, reason->message);
-    bind_text(st, 10, reason->hint);
+    spb__bind_text(st, 3, meta->identity);
+    spb__bind_text(st, 4, meta->identity_ods);
+    spb__bind_text(st, 5, meta->channel);
+    spb__bind_text(st, 6, meta->source_name);
+    spb__bind_text(st, 7, spb_code_name(reason->code));
+    spb__bind_text(st, 8, spb_issue_name(reason->issue));
+    spb__bind_text(st, 9, reason->message);
+    spb__bind_text(st, 10, reason->hint);
     sqlite3_bind_int(st, 11, reason->line);
-    bind_text(st, 12, reason->path);
+    spb__bind_text(st, 12, reason->path);
     sqlite3_bind_blob(st, 13, body, (int)len, SQLITE_TRANSIENT);
     if (sqlite3_step(st) != SQLITE_DONE) {
-        rc = db_error(s, err, "park");
+        rc = spb__db_error(s, err, "park");
         goto out;
     }
-    rc = audit_row(s, now, meta->identity, meta->identity_ods, NULL, "refused",
-                   spb_code_name(reason->code), reason->message, NULL, err);
+    rc = spb__audit(s, now, meta->identity, meta->identity_ods, NULL, "refused",
+                    spb_code_name(reason->code), reason->message, NULL, err);
     if (rc == 0)
-        rc = exec(s, "COMMIT", err);
+        rc = spb__exec(s, "COMMIT", err);
 out:
     sqlite3_finalize(st);
     if (rc < 0)
@@ -399,15 +481,16 @@ int spb_store_claim(spb_store *s, int64_t now_ms, int64_t lease_ms, spb_outbox_j
         "    WHERE p.referral = o.referral AND p.id < o.id "
         "    AND p.state IN ('queued','retrying','delivering')) "
         "  ORDER BY o.next_attempt_at, o.id LIMIT 1) "
-        "RETURNING id, event_id, referral, practice, service_id, payload, attempts, created_at";
+        "RETURNING id, event_id, referral, practice, service_id, payload, attempts, created_at, "
+        "  channel, method, url_path, content_type, kind";
     sqlite3_stmt *st = NULL;
-    int rc = exec(s, "BEGIN IMMEDIATE", err);
+    int rc = spb__exec(s, "BEGIN IMMEDIATE", err);
     int found = 0;
 
     memset(job, 0, sizeof(*job));
     if (rc < 0)
         return rc;
-    st = prep(s, sql, err);
+    st = spb__prep(s, sql, err);
     if (st == NULL) {
         rc = SPB_ERR;
         goto out;
@@ -424,18 +507,24 @@ int spb_store_claim(spb_store *s, int64_t now_ms, int64_t lease_ms, spb_outbox_j
         job->payload = strdup((const char *)sqlite3_column_text(st, 5));
         job->attempts = sqlite3_column_int(st, 6);
         job->created_at = sqlite3_column_int64(st, 7);
+        snprintf(job->channel, sizeof(job->channel), "%s", sqlite3_column_text(st, 8));
+        snprintf(job->method, sizeof(job->method), "%s", sqlite3_column_text(st, 9));
+        snprintf(job->url_path, sizeof(job->url_path), "%s",
+                 sqlite3_column_text(st, 10) ? (const char *)sqlite3_column_text(st, 10) : "");
+        snprintf(job->content_type, sizeof(job->content_type), "%s", sqlite3_column_text(st, 11));
+        snprintf(job->kind, sizeof(job->kind), "%s", sqlite3_column_text(st, 12));
         found = job->payload != NULL;
         rc = sqlite3_step(st);
     }
     if (rc != SQLITE_DONE) {
-        rc = db_error(s, err, "claim");
+        rc = spb__db_error(s, err, "claim");
         free(job->payload);
         job->payload = NULL;
         goto out;
     }
     sqlite3_finalize(st);
     st = NULL;
-    rc = exec(s, "COMMIT", err);
+    rc = spb__exec(s, "COMMIT", err);
 out:
     sqlite3_finalize(st);
     if (rc < 0) {
@@ -462,6 +551,79 @@ int64_t spb_store_next_due(spb_store *s)
     return when;
 }
 
+/*
+ * After a referral's Bundle is delivered, keep what following its Task needs: the patient
+ * it was for (NHS number, birth date: the right-patient check), the server's ids for the
+ * Patient, practice Organization, ServiceRequest and Task (from the transaction-response,
+ * entry by entry), and the ServiceRequest as sent (to close it later).
+ */
+static int remember_referral(spb_store *s, const spb_outbox_job *job, const char *server_ids,
+                             int64_t now, spb_err *err)
+{
+    json_t *bundle = json_loads(job->payload, 0, NULL);
+    json_t *ids = server_ids ? json_loads(server_ids, 0, NULL) : NULL;
+    json_t *entries = json_object_get(bundle, "entry");
+    const char *nhs = NULL, *birth = NULL;
+    const char *patient_id = NULL, *org_id = NULL, *sr_id = NULL, *task_id = NULL;
+    char *sr_payload = NULL;
+    sqlite3_stmt *st = NULL;
+    int rc = 0;
+
+    for (size_t i = 0; i < json_array_size(entries); i++) {
+        json_t *res = json_object_get(json_array_get(entries, i), "resource");
+        const char *type = json_string_value(json_object_get(res, "resourceType"));
+        const char *sid = json_string_value(json_object_get(json_array_get(ids, i), "id"));
+        if (type == NULL)
+            continue;
+        if (strcmp(type, "Patient") == 0) {
+            json_t *ident = json_array_get(json_object_get(res, "identifier"), 0);
+            nhs = json_string_value(json_object_get(ident, "value"));
+            birth = json_string_value(json_object_get(res, "birthDate"));
+            patient_id = sid;
+        } else if (strcmp(type, "Organization") == 0 && org_id == NULL) {
+            org_id = sid; /* the first Organization is the practice */
+        } else if (strcmp(type, "ServiceRequest") == 0) {
+            sr_id = sid;
+            sr_payload = json_dumps(res, JSON_COMPACT);
+        } else if (strcmp(type, "Task") == 0) {
+            task_id = sid;
+        }
+    }
+    st = spb__prep(s,
+                   "INSERT INTO referrals(referral, practice, service_id, event_id, nhs_number, "
+                   "birth_date, patient_id, practice_org_id, sr_id, task_id, sr_payload, "
+                   "task_status, created_at, updated_at) "
+                   "VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,'requested',?12,?12) "
+                   "ON CONFLICT(referral) DO UPDATE SET patient_id = excluded.patient_id, "
+                   "practice_org_id = excluded.practice_org_id, sr_id = excluded.sr_id, "
+                   "task_id = excluded.task_id, updated_at = excluded.updated_at",
+                   err);
+    if (st == NULL) {
+        rc = SPB_ERR;
+        goto out;
+    }
+    spb__bind_text(st, 1, job->referral);
+    spb__bind_text(st, 2, job->practice);
+    spb__bind_text(st, 3, job->service_id);
+    spb__bind_text(st, 4, job->event_id);
+    spb__bind_text(st, 5, nhs);
+    spb__bind_text(st, 6, birth);
+    spb__bind_text(st, 7, patient_id);
+    spb__bind_text(st, 8, org_id);
+    spb__bind_text(st, 9, sr_id);
+    spb__bind_text(st, 10, task_id);
+    spb__bind_text(st, 11, sr_payload);
+    sqlite3_bind_int64(st, 12, now);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = spb__db_error(s, err, "referral");
+out:
+    sqlite3_finalize(st);
+    free(sr_payload);
+    json_decref(bundle);
+    json_decref(ids);
+    return rc;
+}
+
 int spb_store_finish(spb_store *s, const spb_outbox_job *job, const spb_attempt_result *r,
                      spb_err *err)
 {
@@ -471,21 +633,23 @@ int spb_store_finish(spb_store *s, const spb_outbox_job *job, const spb_attempt_
                         : r->outcome == SPB_RETRY   ? "retrying"
                                                     : "dead";
     int64_t now = spb_now_ms();
-    int rc = exec(s, "BEGIN IMMEDIATE", err);
+    int rc = spb__exec(s, "BEGIN IMMEDIATE", err);
 
     if (rc < 0)
         return rc;
-    att = prep(s,
-               "INSERT INTO attempts(outbox_id, attempt, started_at, finished_at, http_status, "
-               "outcome, error) VALUES (?,?,?,?,?,?,?)",
-               err);
-    upd = prep(s,
-               "UPDATE outbox SET state = ?, lease_until = NULL, last_status = ?, last_error = ?, "
-               "response = COALESCE(?, response), server_ids = COALESCE(?, server_ids), "
-               "next_attempt_at = ?, updated_at = ?, "
-               "delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END "
-               "WHERE id = ? AND state = 'delivering'",
-               err);
+    att =
+        spb__prep(s,
+                  "INSERT INTO attempts(outbox_id, attempt, started_at, finished_at, http_status, "
+                  "outcome, error) VALUES (?,?,?,?,?,?,?)",
+                  err);
+    upd = spb__prep(
+        s,
+        "UPDATE outbox SET state = ?, lease_until = NULL, last_status = ?, last_error = ?, "
+        "response = COALESCE(?, response), server_ids = COALESCE(?, server_ids), "
+        "next_attempt_at = ?, updated_at = ?, "
+        "delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END "
+        "WHERE id = ? AND state = 'delivering'",
+        err);
     if (att == NULL || upd == NULL) {
         rc = SPB_ERR;
         goto out;
@@ -496,40 +660,45 @@ int spb_store_finish(spb_store *s, const spb_outbox_job *job, const spb_attempt_
     sqlite3_bind_int64(att, 4, r->finished_at);
     if (r->http_status > 0)
         sqlite3_bind_int(att, 5, r->http_status);
-    bind_text(att, 6, outcome_names[r->outcome]);
-    bind_text(att, 7, r->error);
+    spb__bind_text(att, 6, outcome_names[r->outcome]);
+    spb__bind_text(att, 7, r->error);
     if (sqlite3_step(att) != SQLITE_DONE) {
-        rc = db_error(s, err, "attempt");
+        rc = spb__db_error(s, err, "attempt");
         goto out;
     }
-    bind_text(upd, 1, state);
+    spb__bind_text(upd, 1, state);
     if (r->http_status > 0)
         sqlite3_bind_int(upd, 2, r->http_status);
-    bind_text(upd, 3, r->outcome == SPB_DELIVERED ? NULL : r->error);
-    bind_text(upd, 4, r->response);
-    bind_text(upd, 5, r->server_ids);
+    spb__bind_text(upd, 3, r->outcome == SPB_DELIVERED ? NULL : r->error);
+    spb__bind_text(upd, 4, r->response);
+    spb__bind_text(upd, 5, r->server_ids);
     sqlite3_bind_int64(upd, 6, r->outcome == SPB_RETRY ? r->next_attempt_at : now);
     sqlite3_bind_int64(upd, 7, now);
-    bind_text(upd, 8, state);
+    spb__bind_text(upd, 8, state);
     sqlite3_bind_int64(upd, 9, now);
     sqlite3_bind_int64(upd, 10, job->id);
     if (sqlite3_step(upd) != SQLITE_DONE) {
-        rc = db_error(s, err, "finish");
+        rc = spb__db_error(s, err, "finish");
         goto out;
+    }
+    if (r->outcome == SPB_DELIVERED && strcmp(job->kind, "referral") == 0) {
+        rc = remember_referral(s, job, r->server_ids, now, err);
+        if (rc < 0)
+            goto out;
     }
     {
         char detail[300];
         snprintf(detail, sizeof(detail), "attempt %d, HTTP %d%s%s", job->attempts, r->http_status,
                  r->error ? ": " : "", r->error ? r->error : "");
-        rc = audit_row(s, now, "spbridge", job->practice, job->referral, "delivery_attempt",
-                       outcome_names[r->outcome], detail, NULL, err);
+        rc = spb__audit(s, now, "spbridge", job->practice, job->referral, "delivery_attempt",
+                        outcome_names[r->outcome], detail, NULL, err);
         if (rc == 0 && r->outcome != SPB_RETRY)
-            rc = audit_row(s, now, "spbridge", job->practice, job->referral,
-                           r->outcome == SPB_DELIVERED ? "delivered" : "dead_lettered",
-                           r->outcome == SPB_DELIVERED ? "ok" : "failed", detail, NULL, err);
+            rc = spb__audit(s, now, "spbridge", job->practice, job->referral,
+                            r->outcome == SPB_DELIVERED ? "delivered" : "dead_lettered",
+                            r->outcome == SPB_DELIVERED ? "ok" : "failed", detail, NULL, err);
     }
     if (rc == 0)
-        rc = exec(s, "COMMIT", err);
+        rc = spb__exec(s, "COMMIT", err);
 out:
     sqlite3_finalize(att);
     sqlite3_finalize(upd);
@@ -540,13 +709,13 @@ out:
 
 int spb_store_recover(spb_store *s, int64_t now_ms, int all, int *n, spb_err *err)
 {
-    sqlite3_stmt *st = prep(s,
-                            "UPDATE outbox SET state = 'retrying', lease_until = NULL, "
-                            "next_attempt_at = ?1, updated_at = ?1, "
-                            "last_error = 'the previous attempt did not finish (process "
-                            "stopped); re-sending is safe, the Bundle is idempotent' "
-                            "WHERE state = 'delivering' AND (?2 OR lease_until < ?1)",
-                            err);
+    sqlite3_stmt *st = spb__prep(s,
+                                 "UPDATE outbox SET state = 'retrying', lease_until = NULL, "
+                                 "next_attempt_at = ?1, updated_at = ?1, "
+                                 "last_error = 'the previous attempt did not finish (process "
+                                 "stopped); re-sending is safe, the Bundle is idempotent' "
+                                 "WHERE state = 'delivering' AND (?2 OR lease_until < ?1)",
+                                 err);
     int rc = 0;
     *n = 0;
     if (st == NULL)
@@ -554,7 +723,7 @@ int spb_store_recover(spb_store *s, int64_t now_ms, int all, int *n, spb_err *er
     sqlite3_bind_int64(st, 1, now_ms);
     sqlite3_bind_int(st, 2, all);
     if (sqlite3_step(st) != SQLITE_DONE)
-        rc = db_error(s, err, "recover");
+        rc = spb__db_error(s, err, "recover");
     else
         *n = sqlite3_changes(s->db);
     sqlite3_finalize(st);
@@ -565,7 +734,7 @@ int spb_store_recover(spb_store *s, int64_t now_ms, int all, int *n, spb_err *er
 
 int spb_store_counts_get(spb_store *s, spb_store_counts *c, spb_err *err)
 {
-    sqlite3_stmt *st = prep(s, "SELECT state, COUNT(*) FROM outbox GROUP BY state", err);
+    sqlite3_stmt *st = spb__prep(s, "SELECT state, COUNT(*) FROM outbox GROUP BY state", err);
     memset(c, 0, sizeof(*c));
     if (st == NULL)
         return SPB_ERR;
@@ -586,10 +755,10 @@ int spb_store_counts_get(spb_store *s, spb_store_counts *c, spb_err *err)
             c->recorded = v;
     }
     sqlite3_finalize(st);
-    st = prep(s,
-              "SELECT (SELECT COUNT(*) FROM parked), (SELECT COUNT(*) FROM attempts), "
-              "(SELECT COUNT(*) FROM attempts WHERE outcome != 'delivered')",
-              err);
+    st = spb__prep(s,
+                   "SELECT (SELECT COUNT(*) FROM parked), (SELECT COUNT(*) FROM attempts), "
+                   "(SELECT COUNT(*) FROM attempts WHERE outcome != 'delivered')",
+                   err);
     if (st == NULL)
         return SPB_ERR;
     if (sqlite3_step(st) == SQLITE_ROW) {
@@ -631,20 +800,20 @@ static json_t *row_object(sqlite3_stmt *st)
     return o;
 }
 
-static int rows_to_array(spb_store *s, sqlite3_stmt *st, json_t *arr, spb_err *err)
+int spb__rows_to_array(spb_store *s, sqlite3_stmt *st, json_t *arr, spb_err *err)
 {
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW)
         json_array_append_new(arr, row_object(st));
     if (rc != SQLITE_DONE)
-        return db_error(s, err, "query");
+        return spb__db_error(s, err, "query");
     return 0;
 }
 
 #define OUTBOX_COLUMNS                                                                             \
-    "id, event_id AS tracking_id, referral, practice, service_id AS service, kind, state, "        \
-    "attempts, next_attempt_at, last_status, last_error, server_ids, created_at, updated_at, "     \
-    "delivered_at, replay_of"
+    "id, event_id AS tracking_id, referral, practice, service_id AS service, kind, channel, "      \
+    "method, url_path, state, attempts, next_attempt_at, last_status, last_error, server_ids, "    \
+    "created_at, updated_at, delivered_at, replay_of"
 
 int spb_store_event_status(spb_store *s, const char *tracking_id, json_t **out, char practice[16],
                            spb_err *err)
@@ -654,13 +823,14 @@ int spb_store_event_status(spb_store *s, const char *tracking_id, json_t **out, 
     int rc = 0;
 
     *out = NULL;
-    st = prep(s,
-              "SELECT id AS tracking_id, practice, referral, event_uuid AS event, kind, dialect, "
-              "mapping_version, channel, received_at FROM events WHERE id = ?",
-              err);
+    st = spb__prep(
+        s,
+        "SELECT id AS tracking_id, practice, referral, event_uuid AS event, kind, dialect, "
+        "mapping_version, channel, received_at FROM events WHERE id = ?",
+        err);
     if (st == NULL)
         return SPB_ERR;
-    bind_text(st, 1, tracking_id);
+    spb__bind_text(st, 1, tracking_id);
     if (sqlite3_step(st) != SQLITE_ROW) {
         sqlite3_finalize(st);
         spb_err_set(err, SPB_ENOTFOUND, SPB_ISSUE_NOT_FOUND, "no event with tracking id %.40s",
@@ -670,17 +840,17 @@ int spb_store_event_status(spb_store *s, const char *tracking_id, json_t **out, 
     ev = row_object(st);
     snprintf(practice, 16, "%s", (const char *)sqlite3_column_text(st, 1));
     sqlite3_finalize(st);
-    st = prep(s,
-              "SELECT " OUTBOX_COLUMNS ", response AS response_json FROM outbox WHERE "
-              "event_id = ? ORDER BY id",
-              err);
+    st = spb__prep(s,
+                   "SELECT " OUTBOX_COLUMNS ", response AS response_json FROM outbox WHERE "
+                   "event_id = ? ORDER BY id",
+                   err);
     if (st == NULL) {
         rc = SPB_ERR;
         goto out;
     }
-    bind_text(st, 1, tracking_id);
+    spb__bind_text(st, 1, tracking_id);
     rows = json_array();
-    rc = rows_to_array(s, st, rows, err);
+    rc = spb__rows_to_array(s, st, rows, err);
     if (rc < 0)
         goto out;
     /* the event's state is that of its newest delivery row */
@@ -701,19 +871,20 @@ out:
 
 int spb_store_outbox_list(spb_store *s, const char *state, int limit, json_t **out, spb_err *err)
 {
-    sqlite3_stmt *st = prep(s,
-                            "SELECT " OUTBOX_COLUMNS " FROM outbox WHERE (?1 IS NULL OR state = "
-                            "?1) ORDER BY id DESC LIMIT ?2",
-                            err);
+    sqlite3_stmt *st =
+        spb__prep(s,
+                  "SELECT " OUTBOX_COLUMNS " FROM outbox WHERE (?1 IS NULL OR state = "
+                  "?1) ORDER BY id DESC LIMIT ?2",
+                  err);
     json_t *arr;
     int rc;
     *out = NULL;
     if (st == NULL)
         return SPB_ERR;
-    bind_text(st, 1, state);
+    spb__bind_text(st, 1, state);
     sqlite3_bind_int(st, 2, limit);
     arr = json_array();
-    rc = rows_to_array(s, st, arr, err);
+    rc = spb__rows_to_array(s, st, arr, err);
     sqlite3_finalize(st);
     if (rc < 0) {
         json_decref(arr);
@@ -725,10 +896,11 @@ int spb_store_outbox_list(spb_store *s, const char *state, int limit, json_t **o
 
 int spb_store_outbox_show(spb_store *s, int64_t id, json_t **out, spb_err *err)
 {
-    sqlite3_stmt *st = prep(s,
-                            "SELECT " OUTBOX_COLUMNS ", response AS response_json, payload FROM "
-                            "outbox WHERE id = ?",
-                            err);
+    sqlite3_stmt *st =
+        spb__prep(s,
+                  "SELECT " OUTBOX_COLUMNS ", response AS response_json, payload FROM "
+                  "outbox WHERE id = ?",
+                  err);
     json_t *row, *atts;
     int rc;
     *out = NULL;
@@ -742,17 +914,17 @@ int spb_store_outbox_show(spb_store *s, int64_t id, json_t **out, spb_err *err)
     }
     row = row_object(st);
     sqlite3_finalize(st);
-    st = prep(s,
-              "SELECT attempt, started_at, finished_at, http_status, outcome, error FROM "
-              "attempts WHERE outbox_id = ? ORDER BY id",
-              err);
+    st = spb__prep(s,
+                   "SELECT attempt, started_at, finished_at, http_status, outcome, error FROM "
+                   "attempts WHERE outbox_id = ? ORDER BY id",
+                   err);
     if (st == NULL) {
         json_decref(row);
         return SPB_ERR;
     }
     sqlite3_bind_int64(st, 1, id);
     atts = json_array();
-    rc = rows_to_array(s, st, atts, err);
+    rc = spb__rows_to_array(s, st, atts, err);
     sqlite3_finalize(st);
     json_object_set_new(row, "attempt_log", atts);
     if (rc < 0) {
@@ -767,18 +939,19 @@ int spb_store_replay(spb_store *s, int64_t id, const char *who, int64_t *new_id,
 {
     sqlite3_stmt *st = NULL;
     int64_t now = spb_now_ms();
-    int rc = exec(s, "BEGIN IMMEDIATE", err);
+    int rc = spb__exec(s, "BEGIN IMMEDIATE", err);
     char practice[16] = "", referral[SPB_UUID_LEN + 1] = "";
 
     if (rc < 0)
         return rc;
-    st = prep(s,
-              "INSERT INTO outbox(event_id, referral, practice, service_id, kind, payload, "
-              "state, next_attempt_at, created_at, updated_at, replay_of) "
-              "SELECT event_id, referral, practice, service_id, kind, payload, 'queued', ?1, ?1, "
-              "?1, id FROM outbox WHERE id = ?2 AND state IN ('dead','delivered') "
-              "RETURNING id, practice, referral",
-              err);
+    st = spb__prep(
+        s,
+        "INSERT INTO outbox(event_id, referral, practice, service_id, kind, payload, "
+        "state, next_attempt_at, created_at, updated_at, replay_of) "
+        "SELECT event_id, referral, practice, service_id, kind, payload, 'queued', ?1, ?1, "
+        "?1, id FROM outbox WHERE id = ?2 AND state IN ('dead','delivered') "
+        "RETURNING id, practice, referral",
+        err);
     if (st == NULL) {
         rc = SPB_ERR;
         goto out;
@@ -805,10 +978,10 @@ int spb_store_replay(spb_store *s, int64_t id, const char *who, int64_t *new_id,
         char detail[64];
         snprintf(detail, sizeof(detail), "replay of outbox row %lld as %lld", (long long)id,
                  (long long)*new_id);
-        rc = audit_row(s, now, who, practice, referral, "replayed", "ok", detail, NULL, err);
+        rc = spb__audit(s, now, who, practice, referral, "replayed", "ok", detail, NULL, err);
     }
     if (rc == 0)
-        rc = exec(s, "COMMIT", err);
+        rc = spb__exec(s, "COMMIT", err);
 out:
     sqlite3_finalize(st);
     if (rc < 0)
@@ -818,10 +991,10 @@ out:
 
 int spb_store_replay_dead(spb_store *s, const char *who, int *n, spb_err *err)
 {
-    sqlite3_stmt *st = prep(s,
-                            "SELECT id FROM outbox o WHERE state = 'dead' AND NOT EXISTS "
-                            "(SELECT 1 FROM outbox r WHERE r.replay_of = o.id) ORDER BY id",
-                            err);
+    sqlite3_stmt *st = spb__prep(s,
+                                 "SELECT id FROM outbox o WHERE state = 'dead' AND NOT EXISTS "
+                                 "(SELECT 1 FROM outbox r WHERE r.replay_of = o.id) ORDER BY id",
+                                 err);
     int64_t ids[1024];
     int count = 0, rc = 0;
 
@@ -843,11 +1016,12 @@ int spb_store_replay_dead(spb_store *s, const char *who, int *n, spb_err *err)
 
 int spb_store_parked_list(spb_store *s, int limit, json_t **out, spb_err *err)
 {
-    sqlite3_stmt *st = prep(s,
-                            "SELECT id, received_at, identity, practice, channel, source_name, "
-                            "error_code, issue, message, hint, line, location FROM parked "
-                            "ORDER BY received_at DESC LIMIT ?",
-                            err);
+    sqlite3_stmt *st =
+        spb__prep(s,
+                  "SELECT id, received_at, identity, practice, channel, source_name, "
+                  "error_code, issue, message, hint, line, location FROM parked "
+                  "ORDER BY received_at DESC LIMIT ?",
+                  err);
     json_t *arr;
     int rc;
     *out = NULL;
@@ -855,7 +1029,7 @@ int spb_store_parked_list(spb_store *s, int limit, json_t **out, spb_err *err)
         return SPB_ERR;
     sqlite3_bind_int(st, 1, limit);
     arr = json_array();
-    rc = rows_to_array(s, st, arr, err);
+    rc = spb__rows_to_array(s, st, arr, err);
     sqlite3_finalize(st);
     if (rc < 0) {
         json_decref(arr);

@@ -22,6 +22,7 @@ typedef struct spb_service_cfg {
     char name[200];
     char ods[16];
     char endpoint[512];
+    long poll_interval_s; /* how often its Tasks are polled; 0: notifications only */
 } spb_service_cfg;
 
 typedef struct spb_practice_cfg {
@@ -30,6 +31,9 @@ typedef struct spb_practice_cfg {
     char dialect[64];
     char region[32];
     char spool_dir[512];
+    char writeback_format[16]; /* gp2gp | native */
+    char writeback_spool_dir[512];
+    char writeback_endpoint[512];
 } spb_practice_cfg;
 
 typedef enum {

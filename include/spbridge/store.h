@@ -77,6 +77,11 @@ typedef struct spb_outbox_job {
     char *payload; /* owned: free() */
     int attempts;  /* including this one */
     int64_t created_at;
+    char channel[16];   /* fhir | writeback */
+    char method[8];     /* POST | PUT */
+    char url_path[256]; /* for fhir rows: appended to the service's base URL */
+    char content_type[64];
+    char kind[16]; /* referral, cancellation, close, writeback */
 } spb_outbox_job;
 
 /* Claims the next due row (state queued/retrying, due, first of its referral) with a lease.
@@ -140,5 +145,96 @@ int spb_store_replay_dead(spb_store *s, const char *who, int *n, spb_err *err);
 
 /* Parked inputs (refused documents kept for replay), newest first. */
 int spb_store_parked_list(spb_store *s, int limit, json_t **out, spb_err *err);
+
+/* ---- following Tasks and writing outcomes back (store_follow.c) ---- */
+
+/* What spbridge knows of one delivered referral. */
+typedef struct spb_referral_row {
+    char referral[SPB_UUID_LEN + 1];
+    char practice[16];
+    char service_id[64];
+    char event_id[SPB_UUID_LEN + 1];
+    char nhs_number[16];
+    char birth_date[16];
+    char patient_id[128], practice_org_id[128], sr_id[128], task_id[128];
+    char task_status[32];
+    char task_version[64];
+    char task_last_updated[40];
+    int closed;
+    char *sr_payload; /* owned: the ServiceRequest as sent */
+} spb_referral_row;
+
+/* Loads a referral by its uuid, or by the Task's server id when `by_task` (for `service_id`).
+ * Returns 1 found, 0 unknown, negative on error. Free with spb_referral_row_clear. */
+int spb_store_referral_get(spb_store *s, const char *key, int by_task, const char *service_id,
+                           spb_referral_row *out, spb_err *err);
+void spb_referral_row_clear(spb_referral_row *r);
+
+/* Practices with delivered referrals at `service_id`, and the practice Organization's server
+ * id: up to `max` pairs. */
+typedef struct spb_follow_target {
+    char practice[16];
+    char org_id[128];
+} spb_follow_target;
+int spb_store_follow_targets(spb_store *s, const char *service_id, spb_follow_target *out, int max,
+                             int *n, spb_err *err);
+
+/* The _lastUpdated cursor for (service, practice): "" when never polled. */
+int spb_store_cursor_get(spb_store *s, const char *service_id, const char *practice, char *out,
+                         size_t size, spb_err *err);
+int spb_store_cursor_set(spb_store *s, const char *service_id, const char *practice,
+                         const char *cursor, spb_err *err);
+
+/* A new outbox row made by spbridge itself (write-back, closing a ServiceRequest). */
+typedef struct spb_outbox_new {
+    const char *kind;     /* writeback | close */
+    const char *channel;  /* fhir | writeback */
+    const char *method;   /* POST | PUT */
+    const char *url_path; /* fhir: relative to the service base; may be NULL */
+    const char *content_type;
+    const char *payload;
+    const char *dedupe_key; /* exactly once: a second row with the same key is not made */
+} spb_outbox_new;
+
+/* One Task version seen at a service. */
+typedef struct spb_task_version {
+    const char *service_id;
+    const char *task_id;
+    const char *version_id;
+    const char *referral;
+    const char *status;
+    const char *business_status;
+    const char *last_updated;
+    const char *flag;   /* NULL, "unexpected_transition", "out_of_order", "quarantined" */
+    const char *detail; /* why flagged (no patient data) */
+    int advance;        /* 1: this version becomes the referral's current state */
+} spb_task_version;
+
+/*
+ * Records a Task version and whatever it causes, in one transaction: the version row
+ * (UNIQUE per service/task/version: a version seen before returns 1 and changes nothing),
+ * the referral's current state when `advance`, and up to two outbox rows (write-back,
+ * closing the ServiceRequest; deduplicated by key), with audit records. 0 when recorded.
+ */
+int spb_store_task_version(spb_store *s, const spb_task_version *tv, const spb_referral_row *ref,
+                           const spb_outbox_new *rows, int nrows, spb_err *err);
+
+/* Whether this Task version was seen before (1) or not (0). */
+int spb_store_task_version_seen(spb_store *s, const char *service_id, const char *task_id,
+                                const char *version_id, spb_err *err);
+
+/* Notifications received on /fhir/notify, processed by the follower. */
+int spb_store_notify_add(spb_store *s, const char *service_id, const char *task_id, spb_err *err);
+typedef struct spb_notification {
+    int64_t id;
+    char service_id[64];
+    char task_id[128];
+} spb_notification;
+int spb_store_notify_pending(spb_store *s, spb_notification *out, int max, int *n, spb_err *err);
+int spb_store_notify_done(spb_store *s, int64_t id, spb_err *err);
+
+/* The whole life of a referral (by referral uuid or tracking id): events, deliveries, Task
+ * versions, write-backs and quarantines. SPB_ENOTFOUND if unknown. */
+int spb_store_referral_life(spb_store *s, const char *id, json_t **out, spb_err *err);
 
 #endif
