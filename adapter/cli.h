@@ -15,6 +15,7 @@ int spb_cmd_mappings(int argc, char **argv);
 int spb_cmd_config(int argc, char **argv);
 int spb_cmd_serve(int argc, char **argv);
 int spb_cmd_outbox(int argc, char **argv);
+int spb_cmd_referrals(int argc, char **argv);
 
 /* Loads --config FILE (or the defaults when NULL) and logs any problem; returns 0 or an
  * spb_code. */

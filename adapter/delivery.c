@@ -9,6 +9,9 @@
 #include "spbridge/delivery.h"
 
 #include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <jansson.h>
 #include <math.h>
 #include <openssl/rand.h>
@@ -42,8 +45,11 @@ struct spb_delivery {
 typedef struct target {
     char service_id[64];
     char endpoint[512];
-    char client_cert[512], client_key[512], key_pass[256], ca_file[512], pin[256];
-    long connect_timeout_ms, timeout_ms, retry_base_ms, retry_max_ms, max_attempts, lease_ms;
+    spb_tls_client tls;
+    long retry_base_ms, retry_max_ms, max_attempts, lease_ms;
+    /* write-back rows: the practice's channel */
+    char wb_spool_dir[512];
+    char wb_endpoint[512];
 } target;
 
 typedef struct buffer {
@@ -151,27 +157,60 @@ static int read_passphrase(const char *path, char *out, size_t size)
     return 0;
 }
 
-static int load_target(spb_runtime *rt, const char *service_id, target *t)
+void spb_tls_client_from_config(spb_tls_client *t, const spb_config *cfg)
+{
+    memset(t, 0, sizeof(*t));
+    snprintf(t->client_cert, sizeof(t->client_cert), "%s", cfg->client_cert);
+    snprintf(t->client_key, sizeof(t->client_key), "%s", cfg->client_key);
+    snprintf(t->ca_file, sizeof(t->ca_file), "%s", cfg->ca_file);
+    snprintf(t->pin, sizeof(t->pin), "%s", cfg->pinned_public_key);
+    if (cfg->client_key_passphrase_file[0] != '\0')
+        read_passphrase(cfg->client_key_passphrase_file, t->key_pass, sizeof(t->key_pass));
+    t->connect_timeout_ms = cfg->connect_timeout_ms;
+    t->timeout_ms = cfg->timeout_ms;
+}
+
+void spb_curl_apply_tls(void *handle, const spb_tls_client *t)
+{
+    CURL *curl = handle;
+    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, t->connect_timeout_ms);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, t->timeout_ms);
+    curl_easy_setopt(curl, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
+    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https");
+    curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
+    if (t->client_cert[0])
+        curl_easy_setopt(curl, CURLOPT_SSLCERT, t->client_cert);
+    if (t->client_key[0])
+        curl_easy_setopt(curl, CURLOPT_SSLKEY, t->client_key);
+    if (t->key_pass[0])
+        curl_easy_setopt(curl, CURLOPT_KEYPASSWD, t->key_pass);
+    if (t->ca_file[0])
+        curl_easy_setopt(curl, CURLOPT_CAINFO, t->ca_file);
+    if (t->pin[0])
+        curl_easy_setopt(curl, CURLOPT_PINNEDPUBLICKEY, t->pin);
+}
+
+static int load_target(spb_runtime *rt, const spb_outbox_job *job, target *t)
 {
     const spb_service_cfg *svc;
+    const spb_practice_cfg *pr;
     int found = 0;
 
     memset(t, 0, sizeof(*t));
     pthread_rwlock_rdlock(&rt->lock);
-    svc = spb_config_service(rt->cfg, service_id);
+    svc = spb_config_service(rt->cfg, job->service_id);
     if (svc != NULL) {
         found = 1;
         snprintf(t->endpoint, sizeof(t->endpoint), "%s", svc->endpoint);
     }
-    snprintf(t->service_id, sizeof(t->service_id), "%s", service_id);
-    snprintf(t->client_cert, sizeof(t->client_cert), "%s", rt->cfg->client_cert);
-    snprintf(t->client_key, sizeof(t->client_key), "%s", rt->cfg->client_key);
-    snprintf(t->ca_file, sizeof(t->ca_file), "%s", rt->cfg->ca_file);
-    snprintf(t->pin, sizeof(t->pin), "%s", rt->cfg->pinned_public_key);
-    if (rt->cfg->client_key_passphrase_file[0] != '\0')
-        read_passphrase(rt->cfg->client_key_passphrase_file, t->key_pass, sizeof(t->key_pass));
-    t->connect_timeout_ms = rt->cfg->connect_timeout_ms;
-    t->timeout_ms = rt->cfg->timeout_ms;
+    pr = spb_config_practice(rt->cfg, job->practice);
+    if (pr != NULL) {
+        snprintf(t->wb_spool_dir, sizeof(t->wb_spool_dir), "%s", pr->writeback_spool_dir);
+        snprintf(t->wb_endpoint, sizeof(t->wb_endpoint), "%s", pr->writeback_endpoint);
+    }
+    snprintf(t->service_id, sizeof(t->service_id), "%s", job->service_id);
+    spb_tls_client_from_config(&t->tls, rt->cfg);
     t->retry_base_ms = rt->cfg->retry_base_ms;
     t->retry_max_ms = rt->cfg->retry_max_ms;
     t->max_attempts = rt->cfg->max_attempts;
@@ -241,6 +280,50 @@ static int has_operation_outcome(const char *body)
     return yes;
 }
 
+/* Writes a write-back document into a practice's spool folder: a hidden temporary name,
+ * fsync, rename to the final name (the row's id makes it unique and stable across
+ * retries), fsync the folder. A GP system never sees a partial file. */
+static int write_spool_file(const char *dir, const spb_outbox_job *job, char *msg, size_t msg_size)
+{
+    char tmp[1024], final_path[1024];
+    const char *ext = strstr(job->content_type, "xml") ? "xml" : "json";
+    size_t len = strlen(job->payload), done = 0;
+    int fd, dfd;
+
+    snprintf(tmp, sizeof(tmp), "%s/.spbridge-outcome-%lld.tmp", dir, (long long)job->id);
+    snprintf(final_path, sizeof(final_path), "%s/spbridge-outcome-%s-%lld.%s", dir, job->referral,
+             (long long)job->id, ext);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    if (fd < 0) {
+        snprintf(msg, msg_size, "cannot write to the write-back folder %s: %s", dir,
+                 strerror(errno));
+        return -1;
+    }
+    while (done < len) {
+        ssize_t w = write(fd, job->payload + done, len - done);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            snprintf(msg, msg_size, "write-back folder %s: %s", dir, strerror(errno));
+            close(fd);
+            unlink(tmp);
+            return -1;
+        }
+        done += (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0 || rename(tmp, final_path) != 0) {
+        snprintf(msg, msg_size, "write-back folder %s: %s", dir, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
+    }
+    return 0;
+}
+
 /* One attempt: fills `res` (error text and response point into `msg`/`body`). */
 static void attempt(worker *w, CURL *curl, const spb_outbox_job *job, const target *t,
                     spb_attempt_result *res, char *msg, size_t msg_size, buffer *body, char **ids)
@@ -256,46 +339,62 @@ static void attempt(worker *w, CURL *curl, const spb_outbox_job *job, const targ
     (void)w;
     memset(&h, 0, sizeof(h));
     res->started_at = spb_now_ms();
-    if (t->endpoint[0] == '\0') {
+    char url[1024];
+    int writeback = strcmp(job->channel, "writeback") == 0;
+
+    if (writeback && t->wb_spool_dir[0] != '\0') {
+        /* the GP system imports files: write once, durably, under the final name */
+        if (write_spool_file(t->wb_spool_dir, job, msg, msg_size) < 0) {
+            res->outcome = SPB_RETRY;
+            goto classify_retry;
+        }
+        res->outcome = SPB_DELIVERED;
+        res->finished_at = spb_now_ms();
+        return;
+    }
+    if (writeback && t->wb_endpoint[0] == '\0') {
+        snprintf(msg, msg_size,
+                 "practice %s has no write-back channel; set [practice.%s] "
+                 "writeback_spool_dir or writeback_endpoint and reload",
+                 job->practice, job->practice);
+        res->outcome = SPB_RETRY;
+        goto classify_retry;
+    }
+    if (!writeback && t->endpoint[0] == '\0') {
         snprintf(msg, msg_size,
                  "service '%s' has no endpoint configured; set [service.%s] endpoint and reload",
                  t->service_id, t->service_id);
         res->outcome = SPB_RETRY;
         goto classify_retry;
     }
+    if (writeback)
+        snprintf(url, sizeof(url), "%s", t->wb_endpoint);
+    else if (job->url_path[0] != '\0')
+        snprintf(url, sizeof(url), "%s/%s", t->endpoint, job->url_path);
+    else
+        snprintf(url, sizeof(url), "%s", t->endpoint);
     curl_easy_reset(curl);
-    hdrs = curl_slist_append(hdrs, "Content-Type: application/fhir+json");
-    hdrs = curl_slist_append(hdrs, "Accept: application/fhir+json");
-    snprintf(hdr, sizeof(hdr), "X-Request-Id: %s-%d", job->event_id, job->attempts);
+    snprintf(hdr, sizeof(hdr), "Content-Type: %s", job->content_type);
+    hdrs = curl_slist_append(hdrs, hdr);
+    hdrs = curl_slist_append(hdrs, writeback ? "Accept: */*" : "Accept: application/fhir+json");
+    snprintf(hdr, sizeof(hdr), "X-Request-Id: %s-%lld-%d", job->event_id, (long long)job->id,
+             job->attempts);
     hdrs = curl_slist_append(hdrs, hdr);
     snprintf(hdr, sizeof(hdr), "X-Correlation-Id: %s", job->event_id);
     hdrs = curl_slist_append(hdrs, hdr);
-    curl_easy_setopt(curl, CURLOPT_URL, t->endpoint);
+    curl_easy_setopt(curl, CURLOPT_URL, url);
     curl_easy_setopt(curl, CURLOPT_POST, 1L);
+    if (strcmp(job->method, "PUT") == 0)
+        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, "PUT");
     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, job->payload);
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(job->payload));
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, t->connect_timeout_ms);
-    curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, t->timeout_ms);
-    curl_easy_setopt(curl, CURLOPT_SSLVERSION, (long)CURL_SSLVERSION_TLSv1_2);
-    curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "https");
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, body);
     curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(curl, CURLOPT_HEADERDATA, &h);
-    curl_easy_setopt(curl, CURLOPT_TCP_KEEPALIVE, 1L);
-    if (t->client_cert[0])
-        curl_easy_setopt(curl, CURLOPT_SSLCERT, t->client_cert);
-    if (t->client_key[0])
-        curl_easy_setopt(curl, CURLOPT_SSLKEY, t->client_key);
-    if (t->key_pass[0])
-        curl_easy_setopt(curl, CURLOPT_KEYPASSWD, t->key_pass);
-    if (t->ca_file[0])
-        curl_easy_setopt(curl, CURLOPT_CAINFO, t->ca_file);
-    if (t->pin[0])
-        curl_easy_setopt(curl, CURLOPT_PINNEDPUBLICKEY, t->pin);
+    spb_curl_apply_tls(curl, &t->tls);
     cc = curl_easy_perform(curl);
     curl_slist_free_all(hdrs);
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
@@ -405,7 +504,7 @@ static void *worker_main(void *arg)
             pthread_mutex_unlock(&rt->wake_lock);
             continue;
         }
-        load_target(rt, job.service_id, &t);
+        load_target(rt, &job, &t);
         {
             spb_attempt_result res;
             buffer body = {NULL, 0, 0};

@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "spbridge/delivery.h"
+#include "spbridge/follower.h"
 #include "spbridge/intake.h"
 #include "spbridge/log.h"
 #include "spbridge/runtime.h"
@@ -96,6 +97,7 @@ typedef struct server {
     pthread_t spool;
     int spool_started;
     spb_delivery *delivery;
+    spb_follower *follower;
     long server_cert_expiry;
     long client_cert_expiry;
     struct event *drain_timer;
@@ -580,6 +582,102 @@ static void handle_metrics(server *srv, spb_store *store, job *j)
     j->reply_type = "text/plain; version=0.0.4";
 }
 
+/* Collects Task ids named by a notification: full resources, id-only entries (fullUrl or
+ * request.url ending Task/<id>), and references inside a SubscriptionStatus. */
+static void collect_task_ids(json_t *v, char ids[][128], int *n, int max)
+{
+    const char *key;
+    json_t *val;
+    size_t i;
+    if (*n >= max || v == NULL)
+        return;
+    if (json_is_object(v)) {
+        const char *type = json_string_value(json_object_get(v, "resourceType"));
+        if (type != NULL && strcmp(type, "Task") == 0 && json_object_get(v, "id") != NULL) {
+            snprintf(ids[(*n)++], 128, "%s", json_string_value(json_object_get(v, "id")));
+            return;
+        }
+        json_object_foreach(v, key, val)
+        {
+            const char *s = json_string_value(val);
+            if (s != NULL && (strcmp(key, "fullUrl") == 0 || strcmp(key, "reference") == 0 ||
+                              strcmp(key, "url") == 0)) {
+                const char *t = strstr(s, "Task/");
+                if (t != NULL && (t == s || t[-1] == '/') && *n < max) {
+                    char id[128];
+                    size_t k = 0;
+                    for (t += 5; *t && *t != '/' && *t != '?' && k + 1 < sizeof(id); t++)
+                        id[k++] = *t;
+                    id[k] = '\0';
+                    if (k > 0)
+                        snprintf(ids[(*n)++], 128, "%s", id);
+                }
+            } else {
+                collect_task_ids(val, ids, n, max);
+            }
+        }
+    } else if (json_is_array(v)) {
+        json_array_foreach(v, i, val) collect_task_ids(val, ids, n, max);
+    }
+}
+
+static void handle_notify(server *srv, spb_store *store, job *j)
+{
+    char service_id[64] = "";
+    char ids[64][128];
+    int n = 0;
+    json_t *doc;
+    json_error_t jerr;
+
+    if (j->who.role != SPB_ROLE_SERVICE) {
+        spb_store_audit(store, j->who.name, NULL, NULL, "refused", "forbidden",
+                        "notifications are accepted from services only", NULL);
+        j->status = 403;
+        j->reply = outcome_text(SPB_EAUTH, SPB_ISSUE_SECURITY,
+                                "only a social prescribing service may send notifications", NULL);
+        return;
+    }
+    pthread_rwlock_rdlock(&srv->rt.lock);
+    for (int i = 0; i < srv->rt.cfg->nservices; i++) {
+        if (j->who.ods[0] != '\0' && strcmp(srv->rt.cfg->services[i].ods, j->who.ods) == 0)
+            snprintf(service_id, sizeof(service_id), "%s", srv->rt.cfg->services[i].id);
+    }
+    pthread_rwlock_unlock(&srv->rt.lock);
+    if (service_id[0] == '\0') {
+        j->status = 403;
+        j->reply = outcome_text(SPB_EAUTH, SPB_ISSUE_SECURITY,
+                                "this service certificate matches no configured service",
+                                "give the [client.NAME] the ods of its [service.ID]");
+        return;
+    }
+    doc = j->body ? json_loadb(j->body, j->body_len, 0, &jerr) : NULL;
+    if (doc == NULL) {
+        j->status = 400;
+        j->reply = outcome_text(SPB_EINVALID, SPB_ISSUE_STRUCTURE, "the notification is not JSON",
+                                "send a FHIR subscription notification Bundle");
+        return;
+    }
+    collect_task_ids(doc, ids, &n, 64);
+    json_decref(doc);
+    for (int i = 0; i < n; i++) {
+        spb_err err;
+        spb_err_clear(&err);
+        if (spb_store_notify_add(store, service_id, ids[i], &err) < 0) {
+            j->status = 503;
+            j->reply = outcome_text(SPB_ERETRY, SPB_ISSUE_EXCEPTION,
+                                    "the notification could not be stored", "send it again");
+            return;
+        }
+    }
+    spb_log(SPB_LOG_INFO, "notified", "service", service_id, "tasks", n > 0 ? ids[0] : NULL,
+            (const char *)NULL);
+    spb_follower_wake(srv->follower);
+    j->status = 200;
+    j->reply = strdup("{\"resourceType\":\"OperationOutcome\",\"issue\":[{\"severity\":"
+                      "\"information\",\"code\":\"informational\",\"diagnostics\":"
+                      "\"notification accepted\"}]}");
+}
+
 static void process(server *srv, spb_store *store, job *j)
 {
     const char *p = j->path;
@@ -627,6 +725,10 @@ static void process(server *srv, spb_store *store, job *j)
             return;
         }
         handle_post_events(srv, store, j);
+        return;
+    }
+    if (strcmp(p, "/fhir/notify") == 0 && j->method == EVHTTP_REQ_POST) {
+        handle_notify(srv, store, j);
         return;
     }
     if (strncmp(p, "/events/", 8) == 0 && j->method == EVHTTP_REQ_GET) {
@@ -1138,6 +1240,9 @@ int spb_serve(const spb_serve_opts *opts, spb_err *err)
     rc = spb_delivery_start(&srv->delivery, &srv->rt, err);
     if (rc < 0)
         goto out_loop;
+    rc = spb_follower_start(&srv->follower, &srv->rt, err);
+    if (rc < 0)
+        goto out_loop;
     for (long i = 0; i < cfg->intake_workers && i < MAX_INTAKE; i++) {
         if (pthread_create(&srv->intake[srv->nintake], NULL, intake_main, srv) == 0)
             srv->nintake++;
@@ -1175,6 +1280,7 @@ int spb_serve(const spb_serve_opts *opts, spb_err *err)
     if (srv->spool_started)
         pthread_join(srv->spool, NULL);
     on_done(-1, 0, srv); /* answers finished during the drain, if clients are still there */
+    spb_follower_stop(srv->follower);
     spb_delivery_stop(srv->delivery);
     spb_log(SPB_LOG_INFO, "stopped", (const char *)NULL);
     rc = 0;

@@ -84,7 +84,7 @@ static const char *schema_sql =
     "  nhs_number TEXT, birth_date TEXT,"
     "  patient_id TEXT, practice_org_id TEXT, sr_id TEXT, task_id TEXT,"
     "  sr_payload TEXT,"
-    "  task_status TEXT, task_version TEXT, task_last_updated TEXT,"
+    "  task_status TEXT, task_version TEXT, task_last_updated TEXT, task_business_status TEXT,"
     "  closed INTEGER NOT NULL DEFAULT 0,"
     "  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS referrals_follow ON referrals(service_id, practice);"
@@ -101,6 +101,9 @@ static const char *schema_sql =
     "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
     "  service_id TEXT NOT NULL, task_id TEXT NOT NULL,"
     "  received_at INTEGER NOT NULL, done_at INTEGER);"
+    "CREATE TABLE IF NOT EXISTS written_outputs("
+    "  referral TEXT NOT NULL, output_key TEXT NOT NULL, written_at INTEGER NOT NULL,"
+    "  PRIMARY KEY(referral, output_key));"
     "CREATE TABLE IF NOT EXISTS quarantine("
     "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
     "  referral TEXT, service_id TEXT, task_id TEXT, version_id TEXT,"
@@ -163,6 +166,11 @@ static int has_column(spb_store *s, const char *table, const char *column)
 /* Version 1 stores (before write-back) lack the outbox's channel columns. */
 static int migrate(spb_store *s, spb_err *err)
 {
+    if (!has_column(s, "referrals", "task_business_status")) {
+        int rc = spb__exec(s, "ALTER TABLE referrals ADD COLUMN task_business_status TEXT", err);
+        if (rc < 0)
+            return rc;
+    }
     if (has_column(s, "outbox", "channel"))
         return spb__exec(s,
                          "CREATE UNIQUE INDEX IF NOT EXISTS outbox_dedupe ON outbox(dedupe_key) "

@@ -40,12 +40,13 @@ int spb_store_referral_get(spb_store *s, const char *key, int by_task, const cha
     st = spb__prep(s,
                    by_task ? "SELECT referral, practice, service_id, event_id, nhs_number, "
                              "birth_date, patient_id, practice_org_id, sr_id, task_id, "
-                             "task_status, task_version, task_last_updated, closed, sr_payload "
-                             "FROM referrals WHERE task_id = ?1 AND service_id = ?2"
+                             "task_status, task_version, task_last_updated, closed, sr_payload, "
+                             "task_business_status FROM referrals WHERE task_id = ?1 AND "
+                             "service_id = ?2"
                            : "SELECT referral, practice, service_id, event_id, nhs_number, "
                              "birth_date, patient_id, practice_org_id, sr_id, task_id, "
-                             "task_status, task_version, task_last_updated, closed, sr_payload "
-                             "FROM referrals WHERE referral = ?1",
+                             "task_status, task_version, task_last_updated, closed, sr_payload, "
+                             "task_business_status FROM referrals WHERE referral = ?1",
                    err);
     if (st == NULL)
         return SPB_ERR;
@@ -70,6 +71,7 @@ int spb_store_referral_get(spb_store *s, const char *key, int by_task, const cha
         out->closed = sqlite3_column_int(st, 13);
         if (sqlite3_column_text(st, 14) != NULL)
             out->sr_payload = strdup((const char *)sqlite3_column_text(st, 14));
+        col(st, 15, out->task_business_status, sizeof(out->task_business_status));
         rc = 1;
     } else if (rc == SQLITE_DONE) {
         rc = 0;
@@ -198,7 +200,8 @@ int spb_store_task_version(spb_store *s, const spb_task_version *tv, const spb_r
     if (tv->advance) {
         st = spb__prep(s,
                        "UPDATE referrals SET task_status = ?, task_version = ?, "
-                       "task_last_updated = ?, updated_at = ? WHERE referral = ?",
+                       "task_last_updated = ?, updated_at = ?, task_business_status = ? WHERE "
+                       "referral = ?",
                        err);
         if (st == NULL) {
             rc = SPB_ERR;
@@ -208,7 +211,8 @@ int spb_store_task_version(spb_store *s, const spb_task_version *tv, const spb_r
         spb__bind_text(st, 2, tv->version_id);
         spb__bind_text(st, 3, tv->last_updated);
         sqlite3_bind_int64(st, 4, now);
-        spb__bind_text(st, 5, tv->referral);
+        spb__bind_text(st, 5, tv->business_status);
+        spb__bind_text(st, 6, tv->referral);
         if (sqlite3_step(st) != SQLITE_DONE) {
             rc = spb__db_error(s, err, "referral state");
             goto out;
@@ -258,6 +262,25 @@ int spb_store_task_version(spb_store *s, const spb_task_version *tv, const spb_r
             st = NULL;
         }
     }
+    for (int i = 0; i < tv->noutput_keys; i++) {
+        st = spb__prep(s,
+                       "INSERT OR IGNORE INTO written_outputs(referral, output_key, written_at) "
+                       "VALUES (?,?,?)",
+                       err);
+        if (st == NULL) {
+            rc = SPB_ERR;
+            goto out;
+        }
+        spb__bind_text(st, 1, tv->referral);
+        spb__bind_text(st, 2, tv->output_keys[i]);
+        sqlite3_bind_int64(st, 3, now);
+        if (sqlite3_step(st) != SQLITE_DONE) {
+            rc = spb__db_error(s, err, "written output");
+            goto out;
+        }
+        sqlite3_finalize(st);
+        st = NULL;
+    }
     if (tv->flag != NULL && strcmp(tv->flag, "quarantined") == 0) {
         st = spb__prep(s,
                        "INSERT INTO quarantine(referral, service_id, task_id, version_id, reason, "
@@ -301,6 +324,20 @@ out:
     if (rc != 0)
         spb__exec(s, "ROLLBACK", NULL);
     return rc;
+}
+
+int spb_store_output_written(spb_store *s, const char *referral, const char *key, spb_err *err)
+{
+    sqlite3_stmt *st =
+        spb__prep(s, "SELECT 1 FROM written_outputs WHERE referral = ? AND output_key = ?", err);
+    int found;
+    if (st == NULL)
+        return SPB_ERR;
+    spb__bind_text(st, 1, referral);
+    spb__bind_text(st, 2, key);
+    found = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    return found;
 }
 
 int spb_store_notify_add(spb_store *s, const char *service_id, const char *task_id, spb_err *err)

@@ -14,6 +14,19 @@
 
 typedef struct spb_delivery spb_delivery;
 
+/* How spbridge connects to services as a TLS client (copied from the configuration, so a
+ * reload never changes it under a request in flight). */
+typedef struct spb_tls_client {
+    char client_cert[512], client_key[512], key_pass[256], ca_file[512], pin[256];
+    long connect_timeout_ms, timeout_ms;
+} spb_tls_client;
+
+/* Fills `t` from [delivery] (reading the key passphrase file). Caller holds the read lock. */
+void spb_tls_client_from_config(spb_tls_client *t, const spb_config *cfg);
+
+/* Applies mutual TLS, timeouts and protocol limits to a curl handle (after curl_easy_reset). */
+void spb_curl_apply_tls(void *curl, const spb_tls_client *t);
+
 /* Starts the configured number of workers, each with its own store handle. */
 int spb_delivery_start(spb_delivery **out, spb_runtime *rt, spb_err *err);
 

@@ -160,6 +160,7 @@ typedef struct spb_referral_row {
     char task_status[32];
     char task_version[64];
     char task_last_updated[40];
+    char task_business_status[64];
     int closed;
     char *sr_payload; /* owned: the ServiceRequest as sent */
 } spb_referral_row;
@@ -208,7 +209,12 @@ typedef struct spb_task_version {
     const char *flag;   /* NULL, "unexpected_transition", "out_of_order", "quarantined" */
     const char *detail; /* why flagged (no patient data) */
     int advance;        /* 1: this version becomes the referral's current state */
+    const char *const *output_keys; /* outputs written back by this version (once each) */
+    int noutput_keys;
 } spb_task_version;
+
+/* Whether an output (by key) was already written back for the referral: 1 yes, 0 no. */
+int spb_store_output_written(spb_store *s, const char *referral, const char *key, spb_err *err);
 
 /*
  * Records a Task version and whatever it causes, in one transaction: the version row
