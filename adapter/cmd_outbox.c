@@ -97,7 +97,7 @@ int spb_cmd_outbox(int argc, char **argv)
         exit_code = 5;
         goto out;
     }
-    if (spb_store_open(&store, cfg->store_path, &err) < 0) {
+    if (spb_store_open_existing(&store, cfg->store_path, &err) < 0) {
         spb_log_err("store_open_failed", &err);
         exit_code = spb_exit_code(err.code);
         goto out;

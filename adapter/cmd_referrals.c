@@ -50,7 +50,7 @@ int spb_cmd_referrals(int argc, char **argv)
         exit_code = 5;
         goto out;
     }
-    if (spb_store_open(&store, cfg->store_path, &err) < 0 ||
+    if (spb_store_open_existing(&store, cfg->store_path, &err) < 0 ||
         spb_store_referral_life(store, argv[i + 1], &life, &err) < 0) {
         spb_log_err("referrals_failed", &err);
         exit_code = spb_exit_code(err.code);

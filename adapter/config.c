@@ -402,6 +402,11 @@ int spb_config_load(spb_config *cfg, const char *path, spb_diags *diags, spb_err
             cfg_error(st, 0, "[practice.%s] service '%s' has no [service.%s] section",
                       cfg->practices[i].ods, cfg->practices[i].service, cfg->practices[i].service);
     }
+    if (cfg->lease_ms <= cfg->timeout_ms)
+        cfg_error(st, 0,
+                  "[delivery] lease_ms (%ld) must be longer than timeout_ms (%ld), or a "
+                  "row could be sent twice at once",
+                  cfg->lease_ms, cfg->timeout_ms);
     for (int i = 0; i < cfg->nclients; i++) {
         spb_client_cfg *cl = &cfg->clients[i];
         static const char *roles[] = {"practice", "service", "auditor", "admin"};

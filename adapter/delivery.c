@@ -482,6 +482,14 @@ static void *worker_main(void *arg)
             got = 0;
         }
         if (got == 0) {
+            int n = 0;
+            /* rows whose worker lease expired (a failed record, a stuck worker) go back */
+            if (spb_store_recover(store, spb_now_ms(), 0, &n, &err) == 0 && n > 0) {
+                char n_s[16];
+                snprintf(n_s, sizeof(n_s), "%d", n);
+                spb_log(SPB_LOG_WARN, "lease_expired", "rows", n_s, (const char *)NULL);
+                continue;
+            }
             /* sleep until the next row is due (at most 1 s), or until woken */
             int64_t due = spb_store_next_due(store);
             int64_t now = spb_now_ms();

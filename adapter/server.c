@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -101,6 +102,7 @@ typedef struct server {
     long server_cert_expiry;
     long client_cert_expiry;
     struct event *drain_timer;
+    int lock_fd;
     int64_t drain_started;
 } server;
 
@@ -368,6 +370,20 @@ static void enqueue(struct server *srv, struct job *j)
     pthread_mutex_unlock(&srv->qlock);
 }
 
+/* An audit record from the loop thread, written by an intake thread. */
+static void audit_later(server *srv, const char *step, const char *result, const char *detail)
+{
+    job *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return;
+    j->srv = srv;
+    snprintf(j->path, sizeof(j->path), "/_internal/audit/%s/%s", step, result);
+    snprintf(j->who.subject, sizeof(j->who.subject), "%s", "spbridge");
+    snprintf(j->content_type, sizeof(j->content_type), "%.120s", detail ? detail : "");
+    srv->pending++;
+    enqueue(srv, j);
+}
+
 /* Loop thread: send every finished job's answer. */
 static void on_done(evutil_socket_t fd, short what, void *arg)
 {
@@ -417,6 +433,24 @@ static void set_json(job *j, int status, json_t *body, const char *type)
     json_decref(body);
 }
 
+/* application/xml, text/xml or any application/...+xml (e.g. application/hl7-v3+xml),
+ * case-insensitive, parameters such as charset allowed. */
+static int is_xml_media_type(const char *ct)
+{
+    char type[128];
+    size_t n = 0;
+    while (*ct == ' ')
+        ct++;
+    while (ct[n] && ct[n] != ';' && ct[n] != ' ' && n + 1 < sizeof(type)) {
+        type[n] = (char)((ct[n] >= 'A' && ct[n] <= 'Z') ? ct[n] + 32 : ct[n]);
+        n++;
+    }
+    type[n] = '\0';
+    if (strcmp(type, "application/xml") == 0 || strcmp(type, "text/xml") == 0)
+        return 1;
+    return strncmp(type, "application/", 12) == 0 && n > 4 && strcmp(type + n - 4, "+xml") == 0;
+}
+
 static void handle_post_events(server *srv, spb_store *store, job *j)
 {
     spb_intake_meta meta;
@@ -433,7 +467,7 @@ static void handle_post_events(server *srv, spb_store *store, job *j)
         j->reply_type = "application/fhir+json";
         return;
     }
-    if (strstr(ct, "xml") == NULL) {
+    if (!is_xml_media_type(ct)) {
         j->status = 415;
         j->reply = outcome_text(SPB_EINVALID, SPB_ISSUE_NOT_SUPPORTED, "events must be sent as XML",
                                 "send Content-Type: application/xml (or text/xml, "
@@ -683,11 +717,37 @@ static void process(server *srv, spb_store *store, job *j)
     const char *p = j->path;
 
     j->reply_type = "application/fhir+json";
+    if (strncmp(p, "/_internal/audit/", 17) == 0) {
+        char step[64] = "", *result;
+        snprintf(step, sizeof(step), "%s", p + 17);
+        result = strchr(step, '/');
+        if (result != NULL)
+            *result++ = '\0';
+        spb_store_audit(store, "spbridge", NULL, NULL, step, result ? result : "ok",
+                        j->content_type, NULL);
+        j->status = 0;
+        j->reply = strdup("");
+        return;
+    }
     if (strcmp(p, "/_internal/certificate-refused") == 0) {
         spb_store_audit(store, j->who.subject, NULL, NULL, "certificate_refused", "refused",
                         j->dialect, NULL);
         j->status = 0;
         j->reply = strdup("");
+        return;
+    }
+    if (strcmp(p, "/metadata") == 0 && j->method == EVHTTP_REQ_GET) {
+        /* spbridge's CapabilityStatement, as shipped (docs/conformance.md) */
+        json_error_t jerr;
+        json_t *cs =
+            json_load_file(SPB_CONFORMANCE_DIR "/capabilitystatement-spbridge.json", 0, &jerr);
+        if (cs == NULL) {
+            j->status = 500;
+            j->reply = outcome_text(SPB_ECONFIG, SPB_ISSUE_EXCEPTION,
+                                    "the CapabilityStatement cannot be read", NULL);
+            return;
+        }
+        set_json(j, 200, cs, "application/fhir+json");
         return;
     }
     if (strcmp(p, "/healthz") == 0 && j->method == EVHTTP_REQ_GET) {
@@ -839,6 +899,10 @@ static void on_request(struct evhttp_request *req, void *arg)
         char msg[128];
         snprintf(msg, sizeof(msg), "the request body is %zu bytes, over the limit of %ld", len,
                  max_body);
+        atomic_fetch_add(&srv->rt.metrics.refused, 1);
+        spb_log(SPB_LOG_WARN, "intake_refused", "identity", who.name, "reason", msg,
+                (const char *)NULL);
+        audit_later(srv, "refused", "too_big", msg);
         send_outcome(req, 413, SPB_ISSUE_TOO_LONG, msg,
                      "send one event or consultation per request");
         return;
@@ -894,7 +958,8 @@ static void spool_one(server *srv, spb_store *store, const char *ods, const char
 
     snprintf(from, sizeof(from), "%s/%s", dir, name);
     snprintf(work, sizeof(work), "%s/processing/%s", dir, name);
-    /* rename is atomic: a file is taken whole, once, even with a writer still around */
+    /* rename is atomic: a file is taken once. Writers must write under a hidden name
+     * (".name") and rename it into the folder when complete; hidden files are skipped. */
     if (rename(from, work) != 0)
         return;
     f = fopen(work, "rb");
@@ -932,12 +997,16 @@ static void spool_one(server *srv, spb_store *store, const char *ods, const char
     }
     if (out.http_status < 300) {
         snprintf(to, sizeof(to), "%s/done/%s", dir, name);
+        if (access(to, F_OK) == 0) /* a reused name: keep both */
+            snprintf(to, sizeof(to), "%s/done/%s.%lld", dir, name, (long long)spb_now_ms());
         rename(work, to);
     } else {
         char errpath[1100];
         char *text = json_dumps(out.body, JSON_INDENT(2));
         snprintf(to, sizeof(to), "%s/failed/%s", dir, name);
-        snprintf(errpath, sizeof(errpath), "%s/failed/%s.error.json", dir, name);
+        if (access(to, F_OK) == 0) /* a reused name: keep both */
+            snprintf(to, sizeof(to), "%s/failed/%s.%lld", dir, name, (long long)spb_now_ms());
+        snprintf(errpath, sizeof(errpath), "%s.error.json", to);
         f = fopen(errpath, "w");
         if (f != NULL && text != NULL) {
             fputs(text, f);
@@ -1071,6 +1140,7 @@ static int load_all(const char *path, spb_config **cfg_out, spb_mapping_set **ma
     return 0;
 }
 
+
 static void on_hup(evutil_socket_t sig, short what, void *arg)
 {
     server *srv = arg;
@@ -1086,15 +1156,25 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
         spb_log_err("reload_failed", &err);
         spb_log(SPB_LOG_WARN, "reload_refused", "reason",
                 "the previous configuration and mappings stay in force", (const char *)NULL);
+        audit_later(srv, "reload", "refused", err.message);
         return;
     }
     ctx = make_ssl_ctx(srv, cfg, &err);
     if (ctx == NULL) {
         spb_log_err("reload_failed", &err);
+        spb_log(SPB_LOG_WARN, "reload_refused", "reason",
+                "the previous configuration and mappings stay in force", (const char *)NULL);
+        audit_later(srv, "reload", "refused", err.message);
         free(cfg);
         spb_mapping_set_free(maps);
         return;
     }
+    {
+        spb_log_level lvl;
+        if (spb_log_parse_level(cfg->log_level, &lvl) == 0)
+            spb_log_set_level(lvl);
+    }
+    audit_later(srv, "reload", "ok", spb_mapping_set_version(maps));
     /* existing connections keep their SSL (and its reference to the old context) */
     SSL_CTX_free(srv->ssl_ctx);
     srv->ssl_ctx = ctx;
@@ -1149,6 +1229,7 @@ int spb_serve(const spb_serve_opts *opts, spb_err *err)
     if (srv == NULL)
         return spb_err_set(err, SPB_ENOMEM, SPB_ISSUE_EXCEPTION, "out of memory");
     srv->opts = opts;
+    srv->lock_fd = -1;
     signal(SIGPIPE, SIG_IGN);
     evthread_use_pthreads();
     rc = load_all(opts->config_path, &cfg, &maps, err);
@@ -1172,6 +1253,18 @@ int spb_serve(const spb_serve_opts *opts, spb_err *err)
         if (slash != NULL) {
             *slash = '\0';
             ensure_dir(dir);
+        }
+    }
+    {
+        /* one serve per store: a second one would re-queue the first one's deliveries */
+        char lock_path[600];
+        snprintf(lock_path, sizeof(lock_path), "%s.lock", cfg->store_path);
+        srv->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+        if (srv->lock_fd < 0 || flock(srv->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+            rc = spb_err_set(err, SPB_ECONFIG, SPB_ISSUE_PROCESSING,
+                             "another spbridge serve is using the store %s", cfg->store_path);
+            spb_err_hint(err, "stop it first, or give this one its own store_path");
+            goto out_rt;
         }
     }
     rc = spb_store_open(&store, cfg->store_path, err);
@@ -1307,6 +1400,8 @@ out_rt:
         job_free(j);
     }
 out_free:
+    if (srv->lock_fd >= 0)
+        close(srv->lock_fd); /* releases the store lock */
     free(srv);
     return rc;
 }

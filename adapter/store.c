@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "spbridge/ident.h"
 #include "store_internal.h"
@@ -188,6 +189,18 @@ static int migrate(spb_store *s, spb_err *err)
                      "  WHERE dedupe_key IS NOT NULL;"
                      "COMMIT;",
                      err);
+}
+
+int spb_store_open_existing(spb_store **out, const char *path, spb_err *err)
+{
+    if (access(path, F_OK) != 0) {
+        *out = NULL;
+        spb_err_set(err, SPB_ENOTFOUND, SPB_ISSUE_NOT_FOUND, "there is no store at %s", path);
+        spb_err_hint(err, "pass --config with the configuration spbridge serve uses "
+                          "(its store_path)");
+        return SPB_ENOTFOUND;
+    }
+    return spb_store_open(out, path, err);
 }
 
 int spb_store_open(spb_store **out, const char *path, spb_err *err)
@@ -480,7 +493,11 @@ out:
 int spb_store_claim(spb_store *s, int64_t now_ms, int64_t lease_ms, spb_outbox_job *job,
                     spb_err *err)
 {
-    /* The first due row whose referral has no older row still pending. */
+    /* The first due row whose referral has no older row still pending, and, for rows sent to
+     * a FHIR server, no row of the same practice at the same service in flight: Bundles of
+     * one practice share conditional creates (its Organization, often its patients), which
+     * servers do not all serialise, so they are sent one at a time. Practices still go in
+     * parallel. */
     static const char *sql =
         "UPDATE outbox SET state = 'delivering', attempts = attempts + 1, lease_until = ?1, "
         "  updated_at = ?2 "
@@ -488,6 +505,9 @@ int spb_store_claim(spb_store *s, int64_t now_ms, int64_t lease_ms, spb_outbox_j
         "  AND o.next_attempt_at <= ?2 AND NOT EXISTS (SELECT 1 FROM outbox p "
         "    WHERE p.referral = o.referral AND p.id < o.id "
         "    AND p.state IN ('queued','retrying','delivering')) "
+        "  AND (o.channel != 'fhir' OR NOT EXISTS (SELECT 1 FROM outbox q "
+        "    WHERE q.state = 'delivering' AND q.channel = 'fhir' AND q.practice = o.practice "
+        "    AND q.service_id = o.service_id)) "
         "  ORDER BY o.next_attempt_at, o.id LIMIT 1) "
         "RETURNING id, event_id, referral, practice, service_id, payload, attempts, created_at, "
         "  channel, method, url_path, content_type, kind";
@@ -678,7 +698,9 @@ int spb_store_finish(spb_store *s, const spb_outbox_job *job, const spb_attempt_
     if (r->http_status > 0)
         sqlite3_bind_int(upd, 2, r->http_status);
     spb__bind_text(upd, 3, r->outcome == SPB_DELIVERED ? NULL : r->error);
-    spb__bind_text(upd, 4, r->response);
+    /* a success answer carries the server's copy of patient data: keep only failures
+     * (OperationOutcomes), the ids are kept separately */
+    spb__bind_text(upd, 4, r->outcome == SPB_DELIVERED ? NULL : r->response);
     spb__bind_text(upd, 5, r->server_ids);
     sqlite3_bind_int64(upd, 6, r->outcome == SPB_RETRY ? r->next_attempt_at : now);
     sqlite3_bind_int64(upd, 7, now);

@@ -27,6 +27,9 @@ typedef struct spb_store spb_store;
 int spb_store_open(spb_store **out, const char *path, spb_err *err);
 void spb_store_close(spb_store *s);
 
+/* Like spb_store_open, but SPB_ENOTFOUND instead of creating a new store (operator CLIs). */
+int spb_store_open_existing(spb_store **out, const char *path, spb_err *err);
+
 /* Milliseconds since the Unix epoch (wall clock), used for every stored time. */
 int64_t spb_now_ms(void);
 
