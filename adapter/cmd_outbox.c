@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "spbridge/log.h"
+#include "spbridge/intake.h"
 #include "spbridge/store.h"
 
 static void help(FILE *out)
@@ -19,13 +20,18 @@ static void help(FILE *out)
             "usage: spbridge outbox [--config FILE] list [--state STATE] [--limit N] [--json]\n"
             "       spbridge outbox [--config FILE] show ID\n"
             "       spbridge outbox [--config FILE] replay ID | replay --dead\n"
-            "       spbridge outbox [--config FILE] parked [--limit N]\n\n"
+            "       spbridge outbox [--config FILE] parked [--limit N]\n"
+            "       spbridge outbox [--config FILE] replay-parked PARKED-ID\n\n"
             "list    outbox rows, newest first (STATE: queued, delivering, retrying,\n"
             "        delivered, dead, recorded)\n"
             "show    one row: its attempts, the server's answer and ids, the Bundle\n"
             "replay  queue a dead or delivered row again, linked to the original\n"
             "        (--dead: every dead row not yet replayed)\n"
-            "parked  refused inputs kept for replay, with the reason\n\n"
+            "parked  refused inputs kept for replay, with the reason (for an unmapped\n"
+            "        code: the code, its system and the ConceptMap to extend)\n"
+            "replay-parked\n"
+            "        translate a parked input again (after the fix) and queue it; a\n"
+            "        still-failing input changes nothing\n\n"
             "Exit codes: 0 ok, 2 usage, 5 configuration, 6 no such row.\n");
 }
 
@@ -59,6 +65,98 @@ static int parse_id(const char *s, int64_t *out)
         return -1;
     *out = v;
     return 0;
+}
+
+/*
+ * Replays a parked input after its cause was fixed (usually a ConceptMap extended): a dry
+ * translation first, so a still-failing input changes nothing; then the normal intake, as
+ * if the practice had sent it again now. The running service delivers it.
+ */
+static int replay_parked(spb_config *cfg, spb_store *store, const char *id)
+{
+    spb_parked p;
+    spb_mapping_set *maps = NULL;
+    spb_runtime rt;
+    spb_translation tr;
+    spb_translate_opts opts;
+    spb_intake_meta meta;
+    spb_intake_outcome out;
+    spb_err err;
+    int rc, exit_code = 0, rt_ready = 0;
+    char result[200];
+
+    spb_err_clear(&err);
+    memset(&tr, 0, sizeof(tr));
+    memset(&out, 0, sizeof(out));
+    if (spb_store_parked_get(store, id, &p, &err) < 0) {
+        spb_log_err("replay_failed", &err);
+        return spb_exit_code(err.code);
+    }
+    if (p.replayed) {
+        fprintf(stderr, "spbridge outbox replay-parked: %s was replayed already\n", id);
+        exit_code = 3;
+        goto out;
+    }
+    if (spb_mapping_set_load(&maps, cfg->mappings_dir, NULL, &err) < 0) {
+        spb_log_err("mappings_invalid", &err);
+        exit_code = 5;
+        goto out;
+    }
+    memset(&opts, 0, sizeof(opts));
+    opts.maps = maps;
+    opts.schema_dir = cfg->schema_dir[0] ? cfg->schema_dir : NULL;
+    opts.limits.max_bytes = (size_t)cfg->xml_max_bytes;
+    opts.limits.max_depth = (int)cfg->xml_max_depth;
+    opts.route = spb_config_route;
+    opts.route_user = cfg;
+    rc = spb_translate(&tr, p.body, p.len, p.source_name, &opts, &err);
+    spb_translation_clear(&tr);
+    if (rc < 0) {
+        json_t *oo = spb_fhir_operation_outcome(&err);
+        char *text = json_dumps(oo, JSON_INDENT(2));
+        printf("still refused; nothing was queued:\n%s\n", text ? text : "");
+        free(text);
+        json_decref(oo);
+        exit_code = spb_exit_code(rc);
+        goto out;
+    }
+    /* the runtime takes ownership of the configuration copy and the mapping set */
+    {
+        spb_config *copy = malloc(sizeof(*copy));
+        if (copy == NULL) {
+            exit_code = 1;
+            goto out;
+        }
+        memcpy(copy, cfg, sizeof(*copy));
+        spb_runtime_init(&rt, copy, maps);
+        maps = NULL;
+        rt_ready = 1;
+    }
+    memset(&meta, 0, sizeof(meta));
+    meta.identity = p.identity;
+    meta.identity_ods = p.practice;
+    meta.channel = "replay";
+    meta.source_name = p.source_name;
+    spb_intake_document(&rt, store, p.body, p.len, &meta, p.practice[0] ? p.practice : NULL, NULL,
+                        &out);
+    {
+        char *text = json_dumps(out.body, JSON_INDENT(2));
+        printf("%s\n", text ? text : "");
+        free(text);
+    }
+    if (out.http_status >= 300) {
+        exit_code = 3;
+        goto out;
+    }
+    snprintf(result, sizeof(result), "accepted again: %d queued", out.queued);
+    spb_store_parked_mark(store, id, result, &err);
+out:
+    json_decref(out.body);
+    if (rt_ready)
+        spb_runtime_destroy(&rt);
+    spb_mapping_set_free(maps);
+    free(p.body);
+    return exit_code;
 }
 
 int spb_cmd_outbox(int argc, char **argv)
@@ -179,6 +277,8 @@ int spb_cmd_outbox(int argc, char **argv)
             }
             printf("row %lld queued again as row %lld\n", (long long)id, (long long)new_id);
         }
+    } else if (strcmp(sub, "replay-parked") == 0 && i + 1 == argc) {
+        exit_code = replay_parked(cfg, store, argv[i]);
     } else {
         help(stderr);
         exit_code = SPB_EXIT_USAGE;

@@ -65,6 +65,9 @@ static const setting settings[] = {
       "largest XML document accepted, in bytes"),
     S("spbridge", "xml_max_depth", CT_LONG, xml_max_depth, 8, 256, "128", 0,
       "deepest element nesting accepted"),
+    S("spbridge", "watch_mappings_ms", CT_LONG, watch_mappings_ms, 0, 3600000, "2000", 0,
+      "serve reloads the mapping set when its files change, checking this often; 0: only "
+      "on SIGHUP"),
     S("spbridge", "store_path", CT_STRING, store_path, 0, 0, "var/spbridge.db", 0,
       "the SQLite database (outbox, events, audit); relative to the configuration file"),
     S("routing", "default_service", CT_STRING, default_service, 0, 0, "", 0,

@@ -102,6 +102,8 @@ typedef struct server {
     long server_cert_expiry;
     long client_cert_expiry;
     struct event *drain_timer;
+    struct event *watch_timer;
+    unsigned long long mappings_signature;
     int lock_fd;
     int64_t drain_started;
 } server;
@@ -1140,7 +1142,6 @@ static int load_all(const char *path, spb_config **cfg_out, spb_mapping_set **ma
     return 0;
 }
 
-
 static void on_hup(evutil_socket_t sig, short what, void *arg)
 {
     server *srv = arg;
@@ -1186,6 +1187,57 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     spb_runtime_wake(&srv->rt);
 }
 
+/* A signature of the mapping folder's files (names, sizes, modification times), two levels
+ * deep: a handful of stat calls, cheap enough for the loop thread every few seconds. */
+static unsigned long long folder_signature(const char *dir, int depth)
+{
+    unsigned long long sig = 1469598103934665603ULL;
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    if (d == NULL)
+        return 0;
+    while ((de = readdir(d)) != NULL) {
+        char path[1024];
+        struct stat stt;
+        if (de->d_name[0] == '.')
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        if (stat(path, &stt) != 0)
+            continue;
+        if (S_ISDIR(stt.st_mode)) {
+            if (depth > 0)
+                sig ^= folder_signature(path, depth - 1) * 31;
+            continue;
+        }
+        for (const char *p = de->d_name; *p; p++)
+            sig = (sig ^ (unsigned char)*p) * 1099511628211ULL;
+        sig ^= ((unsigned long long)stt.st_size << 20) ^ (unsigned long long)stt.st_mtim.tv_sec ^
+               ((unsigned long long)stt.st_mtim.tv_nsec << 7);
+        sig *= 1099511628211ULL;
+    }
+    closedir(d);
+    return sig;
+}
+
+/* Mapping files changed on disk: reload exactly as SIGHUP does (a bad set is refused). */
+static void on_watch(evutil_socket_t fd, short what, void *arg)
+{
+    server *srv = arg;
+    char dir[512];
+    unsigned long long sig;
+    (void)fd;
+    (void)what;
+    pthread_rwlock_rdlock(&srv->rt.lock);
+    snprintf(dir, sizeof(dir), "%s", srv->rt.cfg->mappings_dir);
+    pthread_rwlock_unlock(&srv->rt.lock);
+    sig = folder_signature(dir, 2);
+    if (sig == srv->mappings_signature)
+        return;
+    srv->mappings_signature = sig;
+    spb_log(SPB_LOG_INFO, "mappings_changed", "dir", dir, (const char *)NULL);
+    on_hup(SIGHUP, 0, srv);
+}
+
 static void on_drain_tick(evutil_socket_t fd, short what, void *arg)
 {
     server *srv = arg;
@@ -1206,6 +1258,8 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
             "finishing in-flight requests and deliveries", (const char *)NULL);
     srv->draining = 1;
     srv->drain_started = spb_now_ms();
+    if (srv->watch_timer != NULL)
+        event_del(srv->watch_timer);
     if (srv->bound != NULL) {
         evhttp_del_accept_socket(srv->http, srv->bound);
         srv->bound = NULL;
@@ -1329,6 +1383,13 @@ int spb_serve(const spb_serve_opts *opts, spb_err *err)
     event_add(sig_term, NULL);
     event_add(sig_int, NULL);
     event_add(sig_hup, NULL);
+    if (cfg->watch_mappings_ms > 0) {
+        struct timeval every = {cfg->watch_mappings_ms / 1000,
+                                (cfg->watch_mappings_ms % 1000) * 1000};
+        srv->mappings_signature = folder_signature(cfg->mappings_dir, 2);
+        srv->watch_timer = event_new(srv->base, -1, EV_PERSIST, on_watch, srv);
+        event_add(srv->watch_timer, &every);
+    }
 
     rc = spb_delivery_start(&srv->delivery, &srv->rt, err);
     if (rc < 0)
@@ -1383,6 +1444,8 @@ out_loop:
     event_free(sig_hup);
     if (srv->drain_timer != NULL)
         event_free(srv->drain_timer);
+    if (srv->watch_timer != NULL)
+        event_free(srv->watch_timer);
     if (srv->done_ev != NULL)
         event_free(srv->done_ev);
 out_rt:

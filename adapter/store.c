@@ -78,7 +78,7 @@ static const char *schema_sql =
     "  identity TEXT, practice TEXT, channel TEXT, source_name TEXT,"
     "  error_code TEXT NOT NULL, issue TEXT NOT NULL, message TEXT NOT NULL, hint TEXT,"
     "  line INTEGER, location TEXT,"
-    "  body BLOB NOT NULL);"
+    "  body BLOB NOT NULL, replayed_at INTEGER, replay_result TEXT);"
     "CREATE TABLE IF NOT EXISTS referrals("
     "  referral TEXT PRIMARY KEY,"
     "  practice TEXT NOT NULL, service_id TEXT NOT NULL, event_id TEXT NOT NULL,"
@@ -167,6 +167,14 @@ static int has_column(spb_store *s, const char *table, const char *column)
 /* Version 1 stores (before write-back) lack the outbox's channel columns. */
 static int migrate(spb_store *s, spb_err *err)
 {
+    if (!has_column(s, "parked", "replayed_at")) {
+        int rc = spb__exec(s,
+                           "ALTER TABLE parked ADD COLUMN replayed_at INTEGER;"
+                           "ALTER TABLE parked ADD COLUMN replay_result TEXT;",
+                           err);
+        if (rc < 0)
+            return rc;
+    }
     if (!has_column(s, "referrals", "task_business_status")) {
         int rc = spb__exec(s, "ALTER TABLE referrals ADD COLUMN task_business_status TEXT", err);
         if (rc < 0)
@@ -1049,8 +1057,8 @@ int spb_store_parked_list(spb_store *s, int limit, json_t **out, spb_err *err)
     sqlite3_stmt *st =
         spb__prep(s,
                   "SELECT id, received_at, identity, practice, channel, source_name, "
-                  "error_code, issue, message, hint, line, location FROM parked "
-                  "ORDER BY received_at DESC LIMIT ?",
+                  "error_code, issue, message, hint, line, location, replayed_at, "
+                  "replay_result FROM parked ORDER BY received_at DESC LIMIT ?",
                   err);
     json_t *arr;
     int rc;
@@ -1067,4 +1075,59 @@ int spb_store_parked_list(spb_store *s, int limit, json_t **out, spb_err *err)
     }
     *out = arr;
     return 0;
+}
+
+int spb_store_parked_get(spb_store *s, const char *id, spb_parked *out, spb_err *err)
+{
+    sqlite3_stmt *st = spb__prep(s,
+                                 "SELECT identity, practice, channel, source_name, body, "
+                                 "replayed_at FROM parked WHERE id = ?",
+                                 err);
+    int rc = 0;
+    memset(out, 0, sizeof(*out));
+    if (st == NULL)
+        return SPB_ERR;
+    spb__bind_text(st, 1, id);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        rc = spb_err_set(err, SPB_ENOTFOUND, SPB_ISSUE_NOT_FOUND, "no parked input %.40s", id);
+        goto out;
+    }
+    snprintf(out->identity, sizeof(out->identity), "%s",
+             sqlite3_column_text(st, 0) ? (const char *)sqlite3_column_text(st, 0) : "");
+    snprintf(out->practice, sizeof(out->practice), "%s",
+             sqlite3_column_text(st, 1) ? (const char *)sqlite3_column_text(st, 1) : "");
+    snprintf(out->channel, sizeof(out->channel), "%s",
+             sqlite3_column_text(st, 2) ? (const char *)sqlite3_column_text(st, 2) : "");
+    snprintf(out->source_name, sizeof(out->source_name), "%s",
+             sqlite3_column_text(st, 3) ? (const char *)sqlite3_column_text(st, 3) : "");
+    out->len = (size_t)sqlite3_column_bytes(st, 4);
+    out->body = malloc(out->len + 1);
+    if (out->body == NULL) {
+        rc = spb_err_set(err, SPB_ENOMEM, SPB_ISSUE_EXCEPTION, "out of memory");
+        goto out;
+    }
+    memcpy(out->body, sqlite3_column_blob(st, 4), out->len);
+    out->body[out->len] = '\0';
+    out->replayed = sqlite3_column_type(st, 5) != SQLITE_NULL;
+out:
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int spb_store_parked_mark(spb_store *s, const char *id, const char *result, spb_err *err)
+{
+    sqlite3_stmt *st =
+        spb__prep(s, "UPDATE parked SET replayed_at = ?, replay_result = ? WHERE id = ?", err);
+    int rc = 0;
+    if (st == NULL)
+        return SPB_ERR;
+    sqlite3_bind_int64(st, 1, spb_now_ms());
+    spb__bind_text(st, 2, result);
+    spb__bind_text(st, 3, id);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        rc = spb__db_error(s, err, "parked");
+    sqlite3_finalize(st);
+    if (rc == 0)
+        rc = spb__audit(s, spb_now_ms(), "cli", NULL, NULL, "replayed", "ok", result, NULL, err);
+    return rc;
 }

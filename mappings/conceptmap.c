@@ -389,7 +389,7 @@ done:
         s->sorted = 1;
         for (size_t i = 1; i < s->n; i++) {
             entry *a = &s->entries[i - 1], *b = &s->entries[i];
-            if (cmp_entry(a, b) == 0) {
+            if (cmp_entry(a, b) == 0 && (a->file == fidx || b->file == fidx)) {
                 const char *ta = a->target ? target_code_of(a->target) : "(unmatched)";
                 const char *tb = b->target ? target_code_of(b->target) : "(unmatched)";
                 const entry *newer = a->file == fidx ? a : b;
@@ -487,6 +487,18 @@ int spb_cmap_translate(const spb_cmap_set *s, spb_map_role role, const char *sys
         return 1;
     }
     return 0;
+}
+
+int spb_cmap_is_unmatched(const spb_cmap_set *s, spb_map_role role, const char *system,
+                          const char *code)
+{
+    entry key;
+    const entry *hit;
+    key.role = role;
+    key.system = system;
+    key.code = code;
+    hit = s->n > 0 ? bsearch(&key, s->entries, s->n, sizeof(entry), cmp_entry) : NULL;
+    return hit != NULL && hit->target == NULL;
 }
 
 const char *spb_cmap_files(const spb_cmap_set *s, spb_map_role role)

@@ -271,6 +271,27 @@ int spb_mapping_set_load(spb_mapping_set **out, const char *dir, spb_diags *diag
         trigger_check tc = {st, 0};
         spb_cmap_each(m->cmaps, SPB_ROLE_TRIGGERS, check_trigger_target, &tc);
     }
+    /* reverse coverage: every Task status needs a GP code or an explicit "do not write back" */
+    {
+        static const char *statuses[] = {"draft",    "requested", "received",  "accepted",
+                                         "rejected", "ready",     "cancelled", "in-progress",
+                                         "on-hold",  "failed",    "completed", "entered-in-error"};
+        int have_outcomes = 0;
+        for (int i = 0; i < st->nmaps; i++)
+            have_outcomes |= st->maps[i].role == SPB_ROLE_OUTCOMES;
+        for (size_t i = 0; have_outcomes && i < sizeof(statuses) / sizeof(statuses[0]); i++) {
+            spb_cmap_match mm;
+            if (spb_cmap_translate(m->cmaps, SPB_ROLE_OUTCOMES, "http://hl7.org/fhir/task-status",
+                                   statuses[i], &mm) ||
+                spb_cmap_is_unmatched(m->cmaps, SPB_ROLE_OUTCOMES,
+                                      "http://hl7.org/fhir/task-status", statuses[i]))
+                continue;
+            mf_error(st, 0,
+                     "outcomes: Task status '%s' has neither a GP code nor an explicit \"do not "
+                     "write back\" (an element with equivalence unmatched) in %s",
+                     statuses[i], spb_cmap_files(m->cmaps, SPB_ROLE_OUTCOMES));
+        }
+    }
     {
         int have_triggers = 0;
         for (int i = 0; i < st->nmaps; i++)

@@ -78,6 +78,7 @@ typedef struct transform {
     tstep steps[MAX_STEPS];
     int n;
     int line;
+    char text[256]; /* as written, for diff and explain */
 } transform;
 
 typedef struct vmap_entry {
@@ -216,6 +217,7 @@ static void parse_transform(load_state *st, transform *t, const char *value, con
     char *save = NULL, *tok;
 
     snprintf(buf, sizeof(buf), "%s", value);
+    snprintf(t->text, sizeof(t->text), "%s", value);
     t->n = 0;
     t->line = st->line;
     /* steps are separated by '|' and applied left to right */
@@ -644,6 +646,29 @@ static void finish_load(load_state *st)
                            spb_fields[id].name, s->arg, s->arg);
         }
     }
+    /* a map feeding a URI field (code systems) must produce URIs */
+    for (int id = 0; id < SPB_F__COUNT; id++) {
+        if (spb_fields[id].value != SPB_FV_URI)
+            continue;
+        for (int k = 0; k < p->transforms[id].n; k++) {
+            const tstep *ts = &p->transforms[id].steps[k];
+            const vmap *m;
+            if (ts->kind != T_MAP || ts->map < 0)
+                continue;
+            m = &p->maps[ts->map];
+            for (size_t i = 0; i < m->n; i++) {
+                if (!spb_is_absolute_uri(m->entries[i].value))
+                    load_error(st, m->line,
+                               "map.%s gives '%s' for '%s', which is not a URI, but %s needs "
+                               "one (e.g. http://snomed.info/sct)",
+                               m->name, m->entries[i].value, m->entries[i].key,
+                               spb_fields[id].name);
+            }
+            if (m->fallback != NULL && !spb_is_absolute_uri(m->fallback))
+                load_error(st, m->line, "map.%s's '*' fallback '%s' is not a URI", m->name,
+                           m->fallback);
+        }
+    }
     if (spb_fields[SPB_F_NEEDS].type == SPB_FT_GROUP && p->fields[SPB_F_NEEDS].n > 0 &&
         p->fields[SPB_F_NEEDS_CODE].n == 0)
         load_error(st, p->fields[SPB_F_NEEDS].e[0].line,
@@ -809,6 +834,19 @@ const char *spb_profile_schema_for(const spb_profile *p, const char *root_name,
         return buf;
     }
     return NULL;
+}
+
+int spb_profile_field_exprs(const spb_profile *p, spb_field_id id, const char **out, int max)
+{
+    int n = 0;
+    for (int k = 0; k < p->fields[id].n && n < max; k++)
+        out[n++] = p->fields[id].e[k].text;
+    return n;
+}
+
+const char *spb_profile_field_transform(const spb_profile *p, spb_field_id id)
+{
+    return p->transforms[id].text;
 }
 
 int spb_profile_accepts(const spb_profile *p, xmlDocPtr doc)

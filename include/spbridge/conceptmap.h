@@ -55,6 +55,11 @@ int spb_cmap_set_load(spb_cmap_set *s, spb_map_role role, const char *path, spb_
 int spb_cmap_translate(const spb_cmap_set *s, spb_map_role role, const char *system,
                        const char *code, spb_cmap_match *out);
 
+/* 1 if (system, code) is listed in `role` as explicitly unmatched ("do not map"/"do not
+ * write back"), else 0. */
+int spb_cmap_is_unmatched(const spb_cmap_set *s, spb_map_role role, const char *system,
+                          const char *code);
+
 /* A comma-separated list of the files loaded for `role`, for "extend this map" hints. */
 const char *spb_cmap_files(const spb_cmap_set *s, spb_map_role role);
 

@@ -62,6 +62,7 @@ typedef struct spb_config {
     char log_level[16];
     long xml_max_bytes;
     long xml_max_depth;
+    long watch_mappings_ms;
     char default_service[64];
     char store_path[512];
     /* [server] */

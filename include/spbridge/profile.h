@@ -38,6 +38,13 @@ const char *spb_profile_path(const spb_profile *p);
 const char *spb_profile_schema_for(const spb_profile *p, const char *root_name,
                                    const char *schema_dir, char *buf, size_t size);
 
+/* The XPath expressions (in fallback order) given for a field; returns how many (<= max).
+ * Strings are borrowed from the profile. */
+int spb_profile_field_exprs(const spb_profile *p, spb_field_id id, const char **out, int max);
+
+/* The profile's transform chain for a field as written ("" if none). */
+const char *spb_profile_field_transform(const spb_profile *p, spb_field_id id);
+
 /* 1 if the profile's `accept` expression holds for `doc` (or it has none), else 0. */
 int spb_profile_accepts(const spb_profile *p, xmlDocPtr doc);
 

@@ -146,6 +146,21 @@ int spb_store_replay(spb_store *s, int64_t id, const char *who, int64_t *new_id,
 /* Replays every dead row; `n` receives how many. */
 int spb_store_replay_dead(spb_store *s, const char *who, int *n, spb_err *err);
 
+/* A parked input, for replay. */
+typedef struct spb_parked {
+    char identity[80];
+    char practice[16];
+    char channel[16];
+    char source_name[256];
+    char *body; /* owned: free() */
+    size_t len;
+    int replayed;
+} spb_parked;
+int spb_store_parked_get(spb_store *s, const char *id, spb_parked *out, spb_err *err);
+
+/* Records that a parked input was replayed, and how (audited). */
+int spb_store_parked_mark(spb_store *s, const char *id, const char *result, spb_err *err);
+
 /* Parked inputs (refused documents kept for replay), newest first. */
 int spb_store_parked_list(spb_store *s, int limit, json_t **out, spb_err *err);
 
