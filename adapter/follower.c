@@ -260,6 +260,22 @@ static void entries_clear(entries *es)
     memset(es, 0, sizeof(*es));
 }
 
+/* A new write-back entry for a mapped code, or NULL when the list is full. */
+static spb_wb_entry *new_entry(entries *es, const spb_cmap_match *m, const char *display,
+                               const char *source)
+{
+    spb_wb_entry *e;
+    if (es->n >= MAX_ENTRIES)
+        return NULL;
+    e = &es->e[es->n++];
+    memset(e, 0, sizeof(*e));
+    e->system = m->target_system;
+    e->code = m->target_code;
+    e->display = m->target_display ? m->target_display : display;
+    e->source = source;
+    return e;
+}
+
 /* Adds the Observation (or CodeableConcept) outputs of the Task that map to GP codes. */
 /* An output is written back once per referral: its key is the reference (or code) and the
  * value, so a corrected value is written again but an unchanged one never is. */
@@ -308,12 +324,9 @@ static void add_outputs(ctx *c, const spb_cmap_set *cm, json_t *task, const char
                 json_t *q;
                 if (!map_outcome(cm, str_at(cd, "system"), str_at(cd, "code"), &m))
                     continue;
-                e = &es->e[es->n++];
-                memset(e, 0, sizeof(*e));
-                e->system = m.target_system;
-                e->code = m.target_code;
-                e->display = m.target_display ? m.target_display : str_at(cd, "display");
-                e->source = ref;
+                e = new_entry(es, &m, str_at(cd, "display"), ref);
+                if (e == NULL)
+                    break;
                 e->effective = str_at(obs, "effectiveDateTime");
                 q = json_object_get(obs, "valueQuantity");
                 if (q != NULL) {
@@ -349,13 +362,9 @@ static void add_outputs(ctx *c, const spb_cmap_set *cm, json_t *task, const char
                 spb_wb_entry *e;
                 if (!map_outcome(cm, str_at(cd, "system"), str_at(cd, "code"), &m))
                     continue;
-                e = &es->e[es->n++];
-                memset(e, 0, sizeof(*e));
-                e->system = m.target_system;
-                e->code = m.target_code;
-                e->display = m.target_display ? m.target_display : str_at(cd, "display");
-                e->source = "Task.output";
-                if (!output_new(c, referral, es, str_at(cd, "system"), str_at(cd, "code")))
+                e = new_entry(es, &m, str_at(cd, "display"), "Task.output");
+                if (e != NULL &&
+                    !output_new(c, referral, es, str_at(cd, "system"), str_at(cd, "code")))
                     es->n--;
                 break;
             }
@@ -461,23 +470,11 @@ static void process_task(ctx *c, json_t *task)
                 practice_format = "native";
         }
         if (strcmp(status, ref.task_status[0] ? ref.task_status : "requested") != 0 &&
-            map_outcome(cm, TASK_STATUS_SYSTEM, status, &m) && es.n < MAX_ENTRIES) {
-            spb_wb_entry *e = &es.e[es.n++];
-            memset(e, 0, sizeof(*e));
-            e->system = m.target_system;
-            e->code = m.target_code;
-            e->display = m.target_display;
-            e->source = "Task.status";
-        }
+            map_outcome(cm, TASK_STATUS_SYSTEM, status, &m))
+            new_entry(&es, &m, NULL, "Task.status");
         if (bs != NULL && business != NULL && strcmp(business, ref.task_business_status) != 0 &&
-            map_outcome(cm, str_at(bs, "system"), business, &m) && es.n < MAX_ENTRIES) {
-            spb_wb_entry *e = &es.e[es.n++];
-            memset(e, 0, sizeof(*e));
-            e->system = m.target_system;
-            e->code = m.target_code;
-            e->display = m.target_display;
-            e->source = "Task.businessStatus";
-        }
+            map_outcome(cm, str_at(bs, "system"), business, &m))
+            new_entry(&es, &m, str_at(bs, "display"), "Task.businessStatus");
         add_outputs(c, cm, task, ref.referral, &es);
         if (es.n > 0) {
             snprintf(name, sizeof(name), "writeback|%s|%s|%s", c->service_id, task_id, version);

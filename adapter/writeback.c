@@ -90,6 +90,30 @@ static int coded(xmlNodePtr n, const char *system, const char *code, const char 
     return 0;
 }
 
+/* Serialises and frees `doc`; returns a malloc'd NUL-terminated copy. */
+static char *dump_doc(xmlDocPtr doc, size_t *len, spb_err *err)
+{
+    xmlChar *mem = NULL;
+    int size = 0;
+    char *out = NULL;
+
+    xmlDocDumpFormatMemoryEnc(doc, &mem, &size, "UTF-8", 1);
+    if (mem == NULL) {
+        spb_err_set(err, SPB_ENOMEM, SPB_ISSUE_EXCEPTION, "cannot render the write-back");
+        goto out;
+    }
+    out = malloc((size_t)size + 1);
+    if (out != NULL) {
+        memcpy(out, mem, (size_t)size);
+        out[size] = '\0';
+        *len = (size_t)size;
+    }
+out:
+    xmlFree(mem);
+    xmlFreeDoc(doc);
+    return out;
+}
+
 static char *render_gp2gp(const spb_wb_doc *d, size_t *len, spb_err *err)
 {
     xmlDocPtr doc = xmlNewDoc(BAD_CAST "1.0");
@@ -98,9 +122,6 @@ static char *render_gp2gp(const spb_wb_doc *d, size_t *len, spb_err *err)
     xmlNsPtr xsi = xmlNewNs(root, BAD_CAST XSI_NS, BAD_CAST "xsi");
     xmlNodePtr n, folder, comp, agent, org;
     char ts[40], uuid[SPB_UUID_LEN + 1], service_agent[SPB_UUID_LEN + 1], name[200];
-    xmlChar *mem = NULL;
-    int size = 0;
-    char *out = NULL;
 
     xmlSetNs(root, ns);
     xmlDocSetRootElement(doc, root);
@@ -232,21 +253,7 @@ static char *render_gp2gp(const spb_wb_doc *d, size_t *len, spb_err *err)
         attr(n, "classCode", "AGNT");
         id_root(n, ns, service_agent);
     }
-    xmlDocDumpFormatMemoryEnc(doc, &mem, &size, "UTF-8", 1);
-    if (mem == NULL) {
-        spb_err_set(err, SPB_ENOMEM, SPB_ISSUE_EXCEPTION, "cannot render the write-back");
-        goto out;
-    }
-    out = malloc((size_t)size + 1);
-    if (out != NULL) {
-        memcpy(out, mem, (size_t)size);
-        out[size] = '\0';
-        *len = (size_t)size;
-    }
-out:
-    xmlFree(mem);
-    xmlFreeDoc(doc);
-    return out;
+    return dump_doc(doc, len, err);
 }
 
 static char *render_native(const spb_wb_doc *d, size_t *len, spb_err *err)
@@ -255,9 +262,6 @@ static char *render_native(const spb_wb_doc *d, size_t *len, spb_err *err)
     xmlNodePtr root = xmlNewNode(NULL, BAD_CAST "outcome");
     xmlNsPtr ns = xmlNewNs(root, BAD_CAST NATIVE_NS, NULL);
     xmlNodePtr n;
-    xmlChar *mem = NULL;
-    int size = 0;
-    char *out = NULL;
 
     xmlSetNs(root, ns);
     xmlDocSetRootElement(doc, root);
@@ -295,21 +299,7 @@ static char *render_native(const spb_wb_doc *d, size_t *len, spb_err *err)
             attr(v, "display", e->value_display);
         }
     }
-    xmlDocDumpFormatMemoryEnc(doc, &mem, &size, "UTF-8", 1);
-    if (mem == NULL) {
-        spb_err_set(err, SPB_ENOMEM, SPB_ISSUE_EXCEPTION, "cannot render the write-back");
-        goto out;
-    }
-    out = malloc((size_t)size + 1);
-    if (out != NULL) {
-        memcpy(out, mem, (size_t)size);
-        out[size] = '\0';
-        *len = (size_t)size;
-    }
-out:
-    xmlFree(mem);
-    xmlFreeDoc(doc);
-    return out;
+    return dump_doc(doc, len, err);
 }
 
 char *spb_writeback_render(const spb_wb_doc *d, size_t *len, spb_err *err)
