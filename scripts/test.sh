@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: install, build, run every CTest test (unit, golden, conformance),
-# then rebuild under AddressSanitizer + UndefinedBehaviorSanitizer and run unit and golden
-# tests again, and check style (clang-format, banned functions).
+# The whole test suite: install, build, run every CTest test (labels unit, golden,
+# conformance, service, bench), then rebuild under AddressSanitizer + UndefinedBehavior-
+# Sanitizer and run the unit, golden and service tests again (all but the long crash test),
+# and check style (clang-format, banned functions).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
