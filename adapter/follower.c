@@ -117,8 +117,8 @@ static size_t on_body(char *ptr, size_t size, size_t nmemb, void *user)
 
 /* GET `url` as FHIR JSON (numbers kept exact). Returns the parsed body or NULL (error in
  * `msg`). */
-static json_t *fhir_get(CURL *curl, const spb_tls_client *tls, const char *url, char *msg,
-                        size_t msg_size)
+static json_t *fhir_get(CURL *curl, const spb_tls_client *tls, const char *url, int exact,
+                        long *status_out, char *msg, size_t msg_size)
 {
     struct curl_slist *hdrs = NULL;
     body b = {NULL, 0, 0};
@@ -142,11 +142,14 @@ static json_t *fhir_get(CURL *curl, const spb_tls_client *tls, const char *url, 
     } else if (status != 200) {
         snprintf(msg, msg_size, "HTTP %ld", status);
     } else {
-        doc = spb_json_loads_exact(b.data ? b.data : "", BODY_MAX, &jerr);
+        doc = exact ? spb_json_loads_exact(b.data ? b.data : "", BODY_MAX, &jerr)
+                    : json_loads(b.data ? b.data : "", 0, &jerr);
         if (doc == NULL)
             snprintf(msg, msg_size, "not JSON: %s", jerr.text);
     }
     free(b.data);
+    if (status_out != NULL)
+        *status_out = cc == CURLE_OK ? status : 0;
     return doc;
 }
 
@@ -184,17 +187,26 @@ static const char *task_referral(json_t *task)
     return NULL;
 }
 
-/* Reads a referenced resource ("Type/id" relative to the service base). */
-static json_t *read_ref(ctx *c, const char *ref, char *msg, size_t msg_size)
+/* Reads a referenced resource ("Type/id" relative to the service base); `status` gets the
+ * HTTP status (0 when there was no answer). */
+static json_t *read_ref_status(ctx *c, const char *ref, int exact, long *status, char *msg,
+                               size_t msg_size)
 {
     char url[1200];
+    if (status != NULL)
+        *status = 0;
     if (ref == NULL || strchr(ref, '/') == NULL || strstr(ref, "..") != NULL ||
         strchr(ref, '?') != NULL) {
         snprintf(msg, msg_size, "unusable reference");
         return NULL;
     }
     snprintf(url, sizeof(url), "%s/%s", c->base, ref);
-    return fhir_get(c->curl, &c->tls, url, msg, msg_size);
+    return fhir_get(c->curl, &c->tls, url, exact, status, msg, msg_size);
+}
+
+static json_t *read_ref(ctx *c, const char *ref, char *msg, size_t msg_size)
+{
+    return read_ref_status(c, ref, 1, NULL, msg, msg_size);
 }
 
 /* Does the Task's patient match the referral (NHS number, and birth date when both are
@@ -223,8 +235,9 @@ static int right_patient(ctx *c, json_t *task, const spb_referral_row *ref, char
     }
     birth = str_at(patient, "birthDate");
     if (nhs == NULL || strcmp(nhs, ref->nhs_number) != 0)
-        snprintf(msg, msg_size, "the Task's patient has %s NHS number than the referral",
-                 nhs ? "a different" : "no");
+        snprintf(msg, msg_size, "%s",
+                 nhs ? "the Task's patient has a different NHS number than the referral"
+                     : "the Task's patient has no NHS number");
     else if (birth != NULL && ref->birth_date[0] != '\0' && strcmp(birth, ref->birth_date) != 0)
         snprintf(msg, msg_size, "the Task's patient has a different birth date than the referral");
     else
@@ -372,7 +385,10 @@ static void add_outputs(ctx *c, const spb_cmap_set *cm, json_t *task, const char
     }
 }
 
-static void process_task(ctx *c, json_t *task)
+/* Processes one Task version. Returns 0 when done with it (recorded, or not ours), -1 when
+ * it must be tried again later (the patient or ServiceRequest could not be read, or the
+ * store failed): callers then keep their cursor or notification. */
+static int process_task(ctx *c, json_t *task)
 {
     const char *task_id = str_at(task, "id");
     json_t *meta = json_object_get(task, "meta");
@@ -393,14 +409,14 @@ static void process_task(ctx *c, json_t *task)
     char wb_key[400], close_key[200], close_path[200], task_ref[200];
     entries es;
     spb_err err;
-    int rc;
+    int rc, result = 0;
 
     memset(&ref, 0, sizeof(ref));
     memset(&tv, 0, sizeof(tv));
     memset(&es, 0, sizeof(es));
     spb_err_clear(&err);
     if (task_id == NULL || version == NULL || status == NULL)
-        return;
+        return 0;
     /* ours? by the Task's server id, else by its referral identifier */
     rc = spb_store_referral_get(c->store, task_id, 1, c->service_id, &ref, &err);
     if (rc == 0 && referral_id != NULL)
@@ -440,7 +456,8 @@ static void process_task(ctx *c, json_t *task)
         if (who < 0) {
             spb_log(SPB_LOG_WARN, "task_patient_unchecked", "service", c->service_id, "referral",
                     ref.referral, "task", task_ref, "reason", msg, (const char *)NULL);
-            goto out; /* not recorded: tried again on the next pass */
+            result = -1; /* not recorded: tried again on the next pass */
+            goto out;
         }
         if (who == 0) {
             tv.flag = "quarantined";
@@ -476,6 +493,8 @@ static void process_task(ctx *c, json_t *task)
             map_outcome(cm, str_at(bs, "system"), business, &m))
             new_entry(&es, &m, str_at(bs, "display"), "Task.businessStatus");
         add_outputs(c, cm, task, ref.referral, &es);
+        if (strcmp(status, "entered-in-error") == 0)
+            es.n = 0; /* the service withdrew the Task: nothing of it enters the record */
         if (es.n > 0) {
             snprintf(name, sizeof(name), "writeback|%s|%s|%s", c->service_id, task_id, version);
             spb_uuid_v5(doc_uuid, name);
@@ -511,17 +530,24 @@ static void process_task(ctx *c, json_t *task)
         }
     }
     /* the Task has ended: close the ServiceRequest (completed, else revoked) */
-    if (spb_task_status_terminal(status) && !ref.closed && ref.sr_id[0] != '\0' &&
-        ref.sr_payload != NULL) {
-        json_t *sr = json_loads(ref.sr_payload, 0, NULL);
-        if (sr != NULL) {
-            json_object_set_new(sr, "id", json_string(ref.sr_id));
-            json_object_set_new(
-                sr, "status",
-                json_string(strcmp(status, "completed") == 0 ? "completed" : "revoked"));
-            close_text = json_dumps(sr, JSON_COMPACT);
-            json_decref(sr);
+    if (spb_task_status_terminal(status) && !ref.closed && ref.sr_id[0] != '\0') {
+        /* the server's own copy (its references, its version), with the status changed */
+        char sr_ref[200];
+        long http = 0;
+        json_t *sr;
+        snprintf(sr_ref, sizeof(sr_ref), "ServiceRequest/%s", ref.sr_id);
+        sr = read_ref_status(c, sr_ref, 0, &http, msg, sizeof(msg));
+        if (sr == NULL) {
+            spb_log(SPB_LOG_WARN, "servicerequest_unreadable", "service", c->service_id, "referral",
+                    ref.referral, "reason", msg, (const char *)NULL);
+            result = -1;
+            goto out;
         }
+        json_object_del(sr, "meta");
+        json_object_set_new(
+            sr, "status", json_string(strcmp(status, "completed") == 0 ? "completed" : "revoked"));
+        close_text = json_dumps(sr, JSON_COMPACT);
+        json_decref(sr);
         if (close_text != NULL) {
             snprintf(close_key, sizeof(close_key), "close|%s", ref.referral);
             snprintf(close_path, sizeof(close_path), "ServiceRequest/%s", ref.sr_id);
@@ -543,6 +569,7 @@ record:
     rc = spb_store_task_version(c->store, &tv, &ref, rows, nrows, &err);
     if (rc < 0) {
         spb_log_err("task_record_failed", &err);
+        result = -1;
     } else if (rc == 0) {
         char n_s[8];
         snprintf(n_s, sizeof(n_s), "%zu", es.n);
@@ -557,6 +584,7 @@ out:
     free(close_text);
     entries_clear(&es);
     spb_referral_row_clear(&ref);
+    return result;
 }
 
 static void url_encode(char *out, size_t size, const char *in)
@@ -578,7 +606,7 @@ static void poll_practice(ctx *c, const spb_follow_target *t)
     char cursor[64], enc[200], url[2048], msg[300];
     char newest[64] = "";
     spb_err err;
-    int pages = 0;
+    int pages = 0, failed = 0;
 
     spb_err_clear(&err);
     spb_store_cursor_get(c->store, c->service_id, t->practice, cursor, sizeof(cursor), &err);
@@ -592,7 +620,7 @@ static void poll_practice(ctx *c, const spb_follow_target *t)
                  c->base, t->org_id);
     }
     while (url[0] != '\0' && pages++ < MAX_PAGES && !atomic_load(&c->f->stop)) {
-        json_t *bundle = fhir_get(c->curl, &c->tls, url, msg, sizeof(msg));
+        json_t *bundle = fhir_get(c->curl, &c->tls, url, 1, NULL, msg, sizeof(msg));
         json_t *entries_arr, *links;
         if (bundle == NULL) {
             spb_log(SPB_LOG_WARN, "poll_failed", "service", c->service_id, "practice", t->practice,
@@ -606,7 +634,11 @@ static void poll_practice(ctx *c, const spb_follow_target *t)
             const char *lu = str_at(json_object_get(res, "meta"), "lastUpdated");
             if (type == NULL || strcmp(type, "Task") != 0)
                 continue;
-            process_task(c, res);
+            if (process_task(c, res) < 0) {
+                /* keep the cursor before this Task: the next pass starts from it again */
+                failed = 1;
+                break;
+            }
             if (lu != NULL && strcmp(lu, newest) > 0)
                 snprintf(newest, sizeof(newest), "%s", lu);
         }
@@ -622,9 +654,11 @@ static void poll_practice(ctx *c, const spb_follow_target *t)
                 snprintf(url, sizeof(url), "%s", next);
         }
         json_decref(bundle);
-        /* the cursor moves only after the page is processed */
+        /* the cursor moves only over what was processed */
         if (newest[0] != '\0')
             spb_store_cursor_set(c->store, c->service_id, t->practice, newest, &err);
+        if (failed)
+            break;
     }
 }
 
@@ -634,23 +668,28 @@ static void process_notifications(ctx *c)
     int n = 0;
     spb_err err;
     spb_err_clear(&err);
-    if (spb_store_notify_pending(c->store, ns, 64, &n, &err) < 0)
+    if (spb_store_notify_pending(c->store, c->service_id, ns, 64, &n, &err) < 0)
         return;
     for (int i = 0; i < n; i++) {
         char ref[200], msg[300];
         json_t *task;
         if (strcmp(ns[i].service_id, c->service_id) != 0)
             continue;
+        long http = 0;
         snprintf(ref, sizeof(ref), "Task/%s", ns[i].task_id);
-        task = read_ref(c, ref, msg, sizeof(msg));
+        task = read_ref_status(c, ref, 1, &http, msg, sizeof(msg));
         if (task == NULL) {
             spb_log(SPB_LOG_WARN, "notify_read_failed", "service", c->service_id, "task", ref,
                     "reason", msg, (const char *)NULL);
-            continue; /* kept: read again next pass */
+            /* a Task the service says does not exist (or refuses) will not appear later: drop
+             * the notification; anything else (no answer, 5xx) is read again next pass */
+            if (http >= 400 && http < 500)
+                spb_store_notify_done(c->store, ns[i].id, &err);
+            continue;
         }
-        process_task(c, task);
+        if (process_task(c, task) == 0)
+            spb_store_notify_done(c->store, ns[i].id, &err);
         json_decref(task);
-        spb_store_notify_done(c->store, ns[i].id, &err);
     }
 }
 

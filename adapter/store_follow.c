@@ -358,16 +358,18 @@ int spb_store_notify_add(spb_store *s, const char *service_id, const char *task_
     return rc;
 }
 
-int spb_store_notify_pending(spb_store *s, spb_notification *out, int max, int *n, spb_err *err)
+int spb_store_notify_pending(spb_store *s, const char *service_id, spb_notification *out, int max,
+                             int *n, spb_err *err)
 {
     sqlite3_stmt *st = spb__prep(s,
                                  "SELECT id, service_id, task_id FROM notifications WHERE "
-                                 "done_at IS NULL ORDER BY id LIMIT ?",
+                                 "done_at IS NULL AND service_id = ? ORDER BY id LIMIT ?",
                                  err);
     *n = 0;
     if (st == NULL)
         return SPB_ERR;
-    sqlite3_bind_int(st, 1, max);
+    spb__bind_text(st, 1, service_id);
+    sqlite3_bind_int(st, 2, max);
     while (sqlite3_step(st) == SQLITE_ROW) {
         out[*n].id = sqlite3_column_int64(st, 0);
         col(st, 1, out[*n].service_id, sizeof(out[*n].service_id));

@@ -254,7 +254,8 @@ typedef struct spb_notification {
     char service_id[64];
     char task_id[128];
 } spb_notification;
-int spb_store_notify_pending(spb_store *s, spb_notification *out, int max, int *n, spb_err *err);
+int spb_store_notify_pending(spb_store *s, const char *service_id, spb_notification *out, int max,
+                             int *n, spb_err *err);
 int spb_store_notify_done(spb_store *s, int64_t id, spb_err *err);
 
 /* The whole life of a referral (by referral uuid or tracking id): events, deliveries, Task
