@@ -213,8 +213,18 @@ static int cmd_explain(int argc, char **argv)
         size_t from = st.event_start[e];
         size_t to = e + 1 < st.nevents ? st.event_start[e + 1] : st.n;
         const char *last_group = NULL;
-        if (!st.extracted[e])
+        if (!st.extracted[e]) {
+            /* a candidate that is not an event: show why (none of its codes is a trigger) */
+            printf("candidate %zu: not an event; codes:", e + 1);
+            for (size_t i = from; i < to; i++) {
+                if (strcmp(st.lines[i].field, "codes.code") == 0)
+                    printf(" %s", st.lines[i].value);
+                else if (strcmp(st.lines[i].field, "codes.system") == 0)
+                    printf(" (%s)", st.lines[i].value);
+            }
+            printf(" - none is in the triggers ConceptMap\n");
             continue;
+        }
         printf("event %zu\n", ++shown);
         printf("  %-30s %-40s %s\n", "FIELD", "VALUE", "FROM (XPath, profile line)");
         for (size_t i = from; i < to; i++) {
@@ -297,8 +307,11 @@ static void collect(void *user, const char *system, const char *code, const spb_
     }
     r = &cr->rows[cr->n++];
     snprintf(r->key, sizeof(r->key), "%s %s|%s", spb_map_role_name(cr->role), system, code);
-    snprintf(r->target, sizeof(r->target), "%s|%s", m->target_system ? m->target_system : "",
-             m->target_code ? m->target_code : "");
+    snprintf(r->target, sizeof(r->target), "%s|%s (%s)%s%s%s%s",
+             m->target_system ? m->target_system : "", m->target_code ? m->target_code : "",
+             m->equivalence ? m->equivalence : "", m->product_code ? " product " : "",
+             m->product_system ? m->product_system : "", m->product_code ? "|" : "",
+             m->product_code ? m->product_code : "");
 }
 
 static int cmp_rows(const void *a, const void *b)
@@ -342,40 +355,70 @@ static int diff_codes(const spb_mapping_set *a, const spb_mapping_set *b)
     return changes;
 }
 
+typedef struct kv_list {
+    code_row *rows;
+    size_t n, cap;
+} kv_list;
+
+static void collect_kv(void *user, const char *key, const char *value)
+{
+    kv_list *l = user;
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        code_row *grown = realloc(l->rows, cap * sizeof(*grown));
+        if (grown == NULL)
+            return;
+        l->rows = grown;
+        l->cap = cap;
+    }
+    snprintf(l->rows[l->n].key, sizeof(l->rows[0].key), "%s", key);
+    snprintf(l->rows[l->n].target, sizeof(l->rows[0].target), "%s", value ? value : "");
+    l->n++;
+}
+
+/* Every setting of every dialect (fields, variables, transforms, maps, namespaces, accept,
+ * events, schemas), compared key by key. */
 static int diff_dialects(const spb_mapping_set *a, const spb_mapping_set *b)
 {
     int changes = 0;
     for (size_t i = 0; i < spb_mapping_set_dialect_count(a); i++) {
         const spb_profile *pa = spb_mapping_set_dialect_at(a, i);
         const spb_profile *pb = spb_mapping_set_dialect(b, spb_profile_name(pa));
+        kv_list x = {NULL, 0, 0}, y = {NULL, 0, 0};
+        size_t p = 0, q = 0;
         if (pb == NULL) {
             printf("removed  dialect %s\n", spb_profile_name(pa));
             changes++;
             continue;
         }
-        for (int id = 0; id < SPB_F__COUNT; id++) {
-            const char *ea[8], *eb[8];
-            int na = spb_profile_field_exprs(pa, (spb_field_id)id, ea, 8);
-            int nb = spb_profile_field_exprs(pb, (spb_field_id)id, eb, 8);
-            int same = na == nb;
-            for (int k = 0; same && k < na; k++)
-                same = strcmp(ea[k], eb[k]) == 0;
-            if (!same) {
-                printf("changed  dialect %s field %s\n", spb_profile_name(pa), spb_fields[id].name);
-                for (int k = 0; k < na; k++)
-                    printf("           - %s\n", ea[k]);
-                for (int k = 0; k < nb; k++)
-                    printf("           + %s\n", eb[k]);
+        spb_profile_describe(pa, collect_kv, &x);
+        spb_profile_describe(pb, collect_kv, &y);
+        qsort(x.rows, x.n, sizeof(code_row), cmp_rows);
+        qsort(y.rows, y.n, sizeof(code_row), cmp_rows);
+        while (p < x.n || q < y.n) {
+            int c = p >= x.n ? 1 : q >= y.n ? -1 : strcmp(x.rows[p].key, y.rows[q].key);
+            if (c < 0) {
+                printf("removed  dialect %s %s = %s\n", spb_profile_name(pa), x.rows[p].key,
+                       x.rows[p].target);
+                p++;
                 changes++;
-            }
-            if (strcmp(spb_profile_field_transform(pa, (spb_field_id)id),
-                       spb_profile_field_transform(pb, (spb_field_id)id)) != 0) {
-                printf("changed  dialect %s transform %s: '%s' -> '%s'\n", spb_profile_name(pa),
-                       spb_fields[id].name, spb_profile_field_transform(pa, (spb_field_id)id),
-                       spb_profile_field_transform(pb, (spb_field_id)id));
+            } else if (c > 0) {
+                printf("added    dialect %s %s = %s\n", spb_profile_name(pa), y.rows[q].key,
+                       y.rows[q].target);
+                q++;
                 changes++;
+            } else {
+                if (strcmp(x.rows[p].target, y.rows[q].target) != 0) {
+                    printf("changed  dialect %s %s\n           - %s\n           + %s\n",
+                           spb_profile_name(pa), x.rows[p].key, x.rows[p].target, y.rows[q].target);
+                    changes++;
+                }
+                p++;
+                q++;
             }
         }
+        free(x.rows);
+        free(y.rows);
     }
     for (size_t i = 0; i < spb_mapping_set_dialect_count(b); i++) {
         const spb_profile *pb = spb_mapping_set_dialect_at(b, i);

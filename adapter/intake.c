@@ -53,6 +53,7 @@ void spb_intake_document(spb_runtime *rt, spb_store *store, const char *data, si
     size_t nitems = 0;
     spb_err err;
     char parked[SPB_UUID_LEN + 1] = "";
+    char trigger_maps[256];
     int rc;
 
     memset(out, 0, sizeof(*out));
@@ -71,6 +72,8 @@ void spb_intake_document(spb_runtime *rt, spb_store *store, const char *data, si
     opts.route = spb_config_route;
     opts.route_user = rt->cfg;
     rc = spb_translate(&tr, data, len, meta->source_name, &opts, &err);
+    snprintf(trigger_maps, sizeof(trigger_maps), "%s",
+             spb_cmap_files(spb_mapping_set_cmaps(rt->maps), SPB_ROLE_TRIGGERS));
     pthread_rwlock_unlock(&rt->lock);
 
     if (rc < 0) {
@@ -160,16 +163,36 @@ void spb_intake_document(spb_runtime *rt, spb_store *store, const char *data, si
                     spb_event_kind_name(items[i].kind), "practice", tr.items[i].practice_ods,
                     "mappings", tr.mapping_version, (const char *)NULL);
         }
-        if (nitems == 0)
-            spb_store_audit(store, meta->identity, acting_ods, NULL, "received", "no_events",
-                            "no entry has a trigger code", &err);
+        if (nitems == 0) {
+            /* Not an error (a whole GP record may hold no referral), but if it should have
+             * been one, its code is missing from the triggers map: keep the document so it
+             * can be replayed after the map is extended, rather than drop it. */
+            spb_err nerr;
+            spb_err_clear(&nerr);
+            spb_err_set(&nerr, SPB_EUNMAPPED, SPB_ISSUE_CODE_INVALID,
+                        "no entry in the document has a trigger code (%zu entries looked at)",
+                        tr.candidates);
+            spb_err_hint(&nerr,
+                         "if one is a referral, add its code to the triggers ConceptMap "
+                         "(%s), then replay this parked input",
+                         trigger_maps);
+            if (spb_store_park(store, meta, data, len, &nerr, parked, &err) < 0)
+                spb_log_err("park_failed", &err);
+            spb_log(SPB_LOG_INFO, "no_events", "identity", meta->identity, "channel", meta->channel,
+                    "source", meta->source_name, "parked", parked, "reason", nerr.message,
+                    (const char *)NULL);
+        }
         atomic_fetch_add(&rt->metrics.accepted, fresh);
         out->http_status = fresh > 0 ? 202 : 200;
         out->body = json_pack("{s:i, s:o, s:s, s:s}", "accepted", fresh, "events", events,
                               "dialect", tr.dialect, "mappingVersion", tr.mapping_version);
-        if (nitems == 0)
+        if (nitems == 0) {
             json_object_set_new(out->body, "detail",
-                                json_string("no entry in the document has a trigger code"));
+                                json_string("no entry in the document has a trigger code; the "
+                                            "document is kept as a parked input in case one "
+                                            "should have been"));
+            json_object_set_new(out->body, "parked", json_string(parked));
+        }
     }
     spb_translation_clear(&tr);
     if (out->queued > 0)

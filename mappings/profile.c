@@ -836,6 +836,49 @@ const char *spb_profile_schema_for(const spb_profile *p, const char *root_name,
     return NULL;
 }
 
+void spb_profile_describe(const spb_profile *p, spb_profile_describe_fn fn, void *user)
+{
+    char key[256];
+    fn(user, "dialect.title", p->title);
+    fn(user, "dialect.accept", p->accept.text ? p->accept.text : "");
+    fn(user, "dialect.events", p->events.text ? p->events.text : "");
+    for (int i = 0; i < p->nschemas; i++) {
+        snprintf(key, sizeof(key), "dialect.schema%s%s", p->schemas[i].root[0] ? "." : "",
+                 p->schemas[i].root);
+        fn(user, key, p->schemas[i].path);
+    }
+    for (int i = 0; i < p->nns; i++) {
+        snprintf(key, sizeof(key), "namespaces.%s", p->ns[i].prefix);
+        fn(user, key, p->ns[i].uri);
+    }
+    for (int i = 0; i < p->nlets; i++) {
+        for (int k = 0; k < p->lets[i].alts.n; k++) {
+            snprintf(key, sizeof(key), "let.$%s#%d", p->lets[i].name, k + 1);
+            fn(user, key, p->lets[i].alts.e[k].text);
+        }
+    }
+    for (int id = 0; id < SPB_F__COUNT; id++) {
+        for (int k = 0; k < p->fields[id].n; k++) {
+            snprintf(key, sizeof(key), "fields.%s#%d", spb_fields[id].name, k + 1);
+            fn(user, key, p->fields[id].e[k].text);
+        }
+        if (p->transforms[id].text[0] != '\0') {
+            snprintf(key, sizeof(key), "transforms.%s", spb_fields[id].name);
+            fn(user, key, p->transforms[id].text);
+        }
+    }
+    for (int m = 0; m < p->nmaps; m++) {
+        for (size_t i = 0; i < p->maps[m].n; i++) {
+            snprintf(key, sizeof(key), "map.%s[%s]", p->maps[m].name, p->maps[m].entries[i].key);
+            fn(user, key, p->maps[m].entries[i].value);
+        }
+        if (p->maps[m].fallback != NULL) {
+            snprintf(key, sizeof(key), "map.%s[*]", p->maps[m].name);
+            fn(user, key, p->maps[m].fallback);
+        }
+    }
+}
+
 int spb_profile_field_exprs(const spb_profile *p, spb_field_id id, const char **out, int max)
 {
     int n = 0;

@@ -42,6 +42,12 @@ const char *spb_profile_schema_for(const spb_profile *p, const char *root_name,
  * Strings are borrowed from the profile. */
 int spb_profile_field_exprs(const spb_profile *p, spb_field_id id, const char **out, int max);
 
+/* Calls `fn` for every setting of the profile as a (key, value) pair: dialect keys,
+ * namespaces, variables, fields (with their fallback number), transforms and map entries.
+ * Keys are stable, so two profiles can be compared setting by setting. */
+typedef void (*spb_profile_describe_fn)(void *user, const char *key, const char *value);
+void spb_profile_describe(const spb_profile *p, spb_profile_describe_fn fn, void *user);
+
 /* The profile's transform chain for a field as written ("" if none). */
 const char *spb_profile_field_transform(const spb_profile *p, spb_field_id id);
 
