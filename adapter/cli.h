@@ -11,6 +11,7 @@
 #define SPB_EXIT_USAGE 2
 
 int spb_cmd_translate(int argc, char **argv);
+int spb_cmd_validate(int argc, char **argv);
 int spb_cmd_mappings(int argc, char **argv);
 int spb_cmd_config(int argc, char **argv);
 int spb_cmd_serve(int argc, char **argv);

@@ -22,6 +22,7 @@ typedef struct command {
 static const command commands[] = {
     {"serve", spb_cmd_serve, "run the service: mutual-TLS intake, outbox, delivery"},
     {"translate", spb_cmd_translate, "translate GP XML events into FHIR R4 Bundles (NDJSON)"},
+    {"validate", spb_cmd_validate, "validate FHIR R4 JSON against spbridge's profiles"},
     {"outbox", spb_cmd_outbox, "list, show and replay deliveries; list parked inputs"},
     {"referrals", spb_cmd_referrals, "show the whole life of one referral"},
     {"mappings", spb_cmd_mappings, "check mapping sets (dialect profiles and ConceptMaps)"},

@@ -12,6 +12,7 @@
 
 #include "spbridge/ident.h"
 #include "spbridge/log.h"
+#include "spbridge/validator.h"
 
 #define MAX_CODINGS 32
 
@@ -334,6 +335,23 @@ static int sink(void *user, spb_event *ev, spb_err *err)
     }
     if (item.resource == NULL)
         return err->code ? err->code : SPB_ERR;
+
+    /* Nothing is queued that spbridge's own profiles reject (docs/conformance.md): the first
+     * problem becomes the error, err->path its FHIRPath. */
+    {
+        const spb_validator *validator = NULL;
+        rc = spb_validator_shared(&validator, err);
+        if (rc == 0)
+            rc = spb_validate(validator, item.resource, NULL, err);
+        if (rc < 0) {
+            json_decref(item.resource);
+            if (rc == SPB_EINVALID)
+                spb_err_hint(err, "the FHIR built from this event does not conform to "
+                                  "spbridge's profiles; check the event's values or the mapping");
+            spb_err_where(err, doc, ev->source_line, 0, NULL);
+            return rc;
+        }
+    }
 
     /* The same statement twice in one document (nested copies) yields one result. */
     for (size_t i = 0; i < r->out->n; i++) {
