@@ -17,6 +17,8 @@ int spb_cmd_config(int argc, char **argv);
 int spb_cmd_serve(int argc, char **argv);
 int spb_cmd_outbox(int argc, char **argv);
 int spb_cmd_referrals(int argc, char **argv);
+int spb_cmd_audit(int argc, char **argv);
+int spb_cmd_report(int argc, char **argv);
 
 /* Loads --config FILE (or the defaults when NULL) and logs any problem; returns 0 or an
  * spb_code. */

@@ -114,6 +114,20 @@ static const setting settings[] = {
       "CA bundle that services' server certificates must chain to"),
     S("delivery", "pinned_public_key", CT_STRING, pinned_public_key, 0, 0, "", 0,
       "optional pin: sha256//BASE64 of the service's public key"),
+    S("audit", "signing_key", CT_STRING, audit_signing_key, 0, 0, "", 0,
+      "private key (PEM) that signs audit checkpoints; empty: [server] tls_key"),
+    S("audit", "signing_cert", CT_STRING, audit_signing_cert, 0, 0, "", 0,
+      "its certificate, which `audit verify` checks signatures with; empty: [server] tls_cert"),
+    S("audit", "trusted_certs", CT_STRING, audit_trusted_certs, 0, 0, "", 0,
+      "more certificates (PEM) whose checkpoint signatures verify accepts (earlier keys)"),
+    S("audit", "checkpoint_every", CT_LONG, audit_checkpoint_every, 1, 1000000, "100", 0,
+      "a signed checkpoint after this many new audit records"),
+    S("audit", "checkpoint_interval_s", CT_LONG, audit_checkpoint_interval_s, 1, 86400, "60", 0,
+      "and at least this often (seconds) while records are being added"),
+    S("audit", "retention_days", CT_LONG, audit_retention_days, 0, 36500, "0", 0,
+      "`audit prune` without --before deletes records older than this; 0 keeps all"),
+    S("audit", "prune_batch", CT_LONG, audit_prune_batch, 1, 1000000, "1000", 0,
+      "records deleted per transaction when pruning"),
     SV("name", name, 1, "the service's name"),
     SV("ods", ods, 0, "the service's ODS code (Task.owner and ServiceRequest.performer)"),
     SV("endpoint", endpoint, 0, "the service's FHIR base URL"),
@@ -455,7 +469,8 @@ int spb_config_load(spb_config *cfg, const char *path, spb_diags *diags, spb_err
             {"server", "tls_key"},        {"server", "tls_ca"},
             {"server", "tls_crl"},        {"delivery", "client_cert"},
             {"delivery", "client_key"},   {"delivery", "client_key_passphrase_file"},
-            {"delivery", "ca_file"}};
+            {"delivery", "ca_file"},      {"audit", "signing_key"},
+            {"audit", "signing_cert"},    {"audit", "trusted_certs"}};
         const char *slash = strrchr(path, '/');
         for (size_t i = 0; i < sizeof(path_keys) / sizeof(path_keys[0]) && slash != NULL; i++) {
             const setting *key = find_setting(path_keys[i][0], path_keys[i][1]);

@@ -25,6 +25,8 @@ static const command commands[] = {
     {"validate", spb_cmd_validate, "validate FHIR R4 JSON against spbridge's profiles"},
     {"outbox", spb_cmd_outbox, "list, show and replay deliveries; list parked inputs"},
     {"referrals", spb_cmd_referrals, "show the whole life of one referral"},
+    {"audit", spb_cmd_audit, "verify, query and prune the tamper-evident audit trail"},
+    {"report", spb_cmd_report, "referral activity per practice, region and week"},
     {"mappings", spb_cmd_mappings, "check mapping sets (dialect profiles and ConceptMaps)"},
     {"config", spb_cmd_config, "check or show the configuration"},
 };

@@ -20,6 +20,7 @@
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 #include <event2/thread.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -39,10 +40,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "spbridge/audit.h"
+#include "spbridge/dashboard.h"
 #include "spbridge/delivery.h"
 #include "spbridge/follower.h"
 #include "spbridge/intake.h"
 #include "spbridge/log.h"
+#include "spbridge/report.h"
 #include "spbridge/runtime.h"
 #include "spbridge/store.h"
 #include "spbridge/xml_input.h"
@@ -69,6 +73,9 @@ typedef struct job {
     char path[256];
     char content_type[128];
     char dialect[64];
+    char query[2048]; /* the query string as sent (GET /audit/...) */
+    int query_too_long;
+    char host[256]; /* the Host header, for absolute links in Bundles */
     identity who;
     char *body;
     size_t body_len;
@@ -76,6 +83,10 @@ typedef struct job {
     int status;
     char *reply;
     const char *reply_type;
+    /* a streamed answer (GET /audit/$export): the handler fills one chunk per pass */
+    int stream;         /* 1: this chunk, more follow; 2: the last chunk */
+    int stream_started; /* the loop has sent the status line */
+    int64_t cursor;     /* where the next chunk starts */
 } job;
 
 typedef struct server {
@@ -106,6 +117,9 @@ typedef struct server {
     unsigned long long mappings_signature;
     int lock_fd;
     int64_t drain_started;
+    struct event *audit_timer;     /* every second: a checkpoint when due */
+    atomic_int audit_tick_pending; /* one checkpoint job at a time */
+    int64_t audit_warned_at;       /* checkpoint failures are logged once a minute */
 } server;
 
 /* ------------------------------------------------------------------ TLS */
@@ -386,6 +400,40 @@ static void audit_later(server *srv, const char *step, const char *result, const
     enqueue(srv, j);
 }
 
+/* Loop thread: sends one chunk of a streamed answer. Returns 1 when the job went back to the
+ * intake threads for its next chunk, 0 when the answer is complete (or the client left). */
+static int stream_chunk(server *srv, job *j)
+{
+    struct evbuffer *buf;
+    if (j->req == NULL)
+        return 0;
+    if (!j->stream_started) {
+        struct evkeyvalq *out = evhttp_request_get_output_headers(j->req);
+        evhttp_add_header(out, "Content-Type", j->reply_type);
+        evhttp_add_header(out, "Cache-Control", "no-store");
+        evhttp_add_header(out, "X-Content-Type-Options", "nosniff");
+        evhttp_send_reply_start(j->req, 200, "OK");
+        j->stream_started = 1;
+    }
+    buf = evbuffer_new();
+    if (buf != NULL && j->reply != NULL && j->reply[0] != '\0') {
+        evbuffer_add(buf, j->reply, strlen(j->reply));
+        evhttp_send_reply_chunk(j->req, buf);
+    }
+    evbuffer_free(buf);
+    free(j->reply);
+    j->reply = NULL;
+    if (j->stream != 1) {
+        evhttp_connection_set_closecb(j->evcon, NULL, NULL);
+        evhttp_send_reply_end(j->req);
+        j->req = NULL;
+        return 0;
+    }
+    j->stream = 0;
+    enqueue(srv, j);
+    return 1;
+}
+
 /* Loop thread: send every finished job's answer. */
 static void on_done(evutil_socket_t fd, short what, void *arg)
 {
@@ -400,6 +448,8 @@ static void on_done(evutil_socket_t fd, short what, void *arg)
     while (list != NULL) {
         job *j = list;
         list = j->next;
+        if ((j->stream != 0 || j->stream_started) && stream_chunk(srv, j))
+            continue; /* handed back for its next chunk */
         srv->pending--;
         if (j->req != NULL) {
             evhttp_connection_set_closecb(j->evcon, NULL, NULL);
@@ -714,6 +764,591 @@ static void handle_notify(server *srv, spb_store *store, job *j)
                       "\"notification accepted\"}]}");
 }
 
+/* ------------------------------------------------------------- audit, report, dashboard */
+
+/* What the viewer may read of the audit trail: 1 for admin, auditor and practice identities
+ * (audit.h says which records each sees), 0 for anyone else. */
+static int audit_scope_of(const identity *who, spb_audit_scope *scope)
+{
+    memset(scope, 0, sizeof(*scope));
+    scope->role = who->role;
+    snprintf(scope->ods, sizeof(scope->ods), "%s", who->ods);
+    snprintf(scope->region, sizeof(scope->region), "%s", who->region);
+    return who->role == SPB_ROLE_ADMIN || who->role == SPB_ROLE_AUDITOR ||
+           who->role == SPB_ROLE_PRACTICE;
+}
+
+/* 403, audited: the refusal is itself an audit record (on the practice asked for, if any). */
+static void audit_forbidden(spb_store *store, job *j, const char *practice, const char *why)
+{
+    spb_store_audit(store, j->who.name, practice, NULL, "refused", "forbidden", why, NULL);
+    j->status = 403;
+    j->reply = outcome_text(SPB_EAUTH, SPB_ISSUE_SECURITY, why,
+                            "auditors read their own region, practices their own records, "
+                            "administrators everything (docs/audit.md)");
+    j->reply_type = "application/fhir+json";
+}
+
+static void bad_request(job *j, int status, const char *msg, const char *hint)
+{
+    j->status = status;
+    j->reply = outcome_text(status == 404 ? SPB_ENOTFOUND : SPB_EINVALID,
+                            status == 404 ? SPB_ISSUE_NOT_FOUND : SPB_ISSUE_VALUE, msg, hint);
+    j->reply_type = "application/fhir+json";
+}
+
+/* The search parameters shared by /audit/AuditEvent, /audit/$export and /audit/report. */
+typedef struct audit_params {
+    char region[32], practice[16], step[64], referral[64], format[8];
+    int64_t since, until, cursor;
+    int count;
+} audit_params;
+
+static int set_param(char *out, size_t size, const char *v)
+{
+    if (strlen(v) >= size || *v == '\0')
+        return -1;
+    snprintf(out, size, "%s", v);
+    return 0;
+}
+
+/* A FHIR date parameter: [eq|ge|gt|le|lt]TIME, where a date alone is the whole day. */
+static int date_param(audit_params *ap, const char *v)
+{
+    char prefix[3] = "eq";
+    int64_t first, last;
+    if (strlen(v) > 2 && v[0] >= 'a' && v[0] <= 'z') {
+        memcpy(prefix, v, 2);
+        v += 2;
+    }
+    if (spb_audit_parse_time(v, 0, &first) < 0 || spb_audit_parse_time(v, 1, &last) < 0)
+        return -1;
+    if (strcmp(prefix, "ge") == 0)
+        ap->since = first;
+    else if (strcmp(prefix, "gt") == 0)
+        ap->since = last + 1;
+    else if (strcmp(prefix, "le") == 0)
+        ap->until = last;
+    else if (strcmp(prefix, "lt") == 0)
+        ap->until = first - 1;
+    else if (strcmp(prefix, "eq") == 0) {
+        ap->since = first;
+        ap->until = last;
+    } else
+        return -1;
+    return 0;
+}
+
+/* Parses the query string; on a bad or unknown parameter answers 400 and returns -1. `what`
+ * names the endpoint: 's' search, 'e' export, 'r' report. */
+static int audit_params_parse(job *j, int what, audit_params *ap)
+{
+    struct evkeyvalq q;
+    struct evkeyval *kv;
+    int rc = 0;
+    char msg[160] = "";
+
+    memset(ap, 0, sizeof(*ap));
+    ap->count = 100;
+    snprintf(ap->format, sizeof(ap->format), "json");
+    if (j->query_too_long) {
+        bad_request(j, 414, "the query string is too long", NULL);
+        return -1;
+    }
+    if (evhttp_parse_query_str(j->query, &q) != 0) {
+        bad_request(j, 400, "the query string cannot be read", NULL);
+        return -1;
+    }
+    for (kv = q.tqh_first; kv != NULL; kv = kv->next.tqe_next) {
+        const char *k = kv->key, *v = kv->value;
+        long n;
+        char *end = NULL;
+        if (strcmp(k, "practice") == 0)
+            rc = set_param(ap->practice, sizeof(ap->practice), v);
+        else if (strcmp(k, "region") == 0)
+            rc = set_param(ap->region, sizeof(ap->region), v);
+        else if (what != 'r' && (strcmp(k, "step") == 0 || strcmp(k, "subtype") == 0))
+            rc = set_param(ap->step, sizeof(ap->step), v);
+        else if (what != 'r' && strcmp(k, "referral") == 0)
+            rc = set_param(ap->referral, sizeof(ap->referral), v);
+        else if (strcmp(k, "since") == 0 || (what == 'e' && strcmp(k, "_since") == 0))
+            rc = spb_audit_parse_time(v, 0, &ap->since);
+        else if (strcmp(k, "until") == 0)
+            rc = spb_audit_parse_time(v, 1, &ap->until);
+        else if (what != 'r' && strcmp(k, "date") == 0)
+            rc = date_param(ap, v);
+        else if (what == 's' && strcmp(k, "_count") == 0) {
+            n = strtol(v, &end, 10);
+            rc = (end == v || *end != '\0' || n < 1 || n > 1000) ? -1 : 0;
+            ap->count = (int)n;
+        } else if (what == 's' && strcmp(k, "_cursor") == 0) {
+            n = strtol(v, &end, 10);
+            rc = (end == v || *end != '\0' || n < 0) ? -1 : 0;
+            ap->cursor = n;
+        } else if (what == 'r' && (strcmp(k, "format") == 0 || strcmp(k, "_format") == 0)) {
+            rc = (strcmp(v, "json") == 0 || strcmp(v, "csv") == 0)
+                     ? set_param(ap->format, sizeof(ap->format), v)
+                     : -1;
+        } else if (strcmp(k, "_format") == 0) {
+            rc = 0; /* the answer is FHIR JSON whatever is asked */
+        } else {
+            snprintf(msg, sizeof(msg), "unknown parameter '%.40s'", k);
+            rc = -1;
+        }
+        if (rc < 0) {
+            if (msg[0] == '\0')
+                snprintf(msg, sizeof(msg), "bad value for parameter '%.40s'", k);
+            break;
+        }
+    }
+    evhttp_clear_headers(&q);
+    if (rc < 0) {
+        bad_request(j, 400, msg,
+                    what == 'r' ? "parameters: practice, region, since, until, format=json|csv"
+                                : "parameters: practice, region, step, referral, since, until, "
+                                  "date=geT/leT, _count, _cursor");
+        return -1;
+    }
+    return 0;
+}
+
+/* Whether the viewer may ask for these filters; 0 after answering 403 (audited). */
+static int audit_params_allowed(server *srv, spb_store *store, job *j, const audit_params *ap)
+{
+    int ok = 1;
+    if (j->who.role == SPB_ROLE_AUDITOR) {
+        if (ap->region[0] != '\0' && strcmp(ap->region, j->who.region) != 0)
+            ok = 0;
+        if (ok && ap->practice[0] != '\0') {
+            pthread_rwlock_rdlock(&srv->rt.lock);
+            ok = may_see_practice(&j->who, srv->rt.cfg, ap->practice);
+            pthread_rwlock_unlock(&srv->rt.lock);
+        }
+    } else if (j->who.role == SPB_ROLE_PRACTICE) {
+        ok = ap->practice[0] == '\0' || strcmp(ap->practice, j->who.ods) == 0;
+    }
+    if (!ok)
+        audit_forbidden(store, j, ap->practice[0] ? ap->practice : NULL,
+                        "audit records of another region or practice");
+    return ok;
+}
+
+static void audit_filter_of(const audit_params *ap, spb_audit_filter *f)
+{
+    memset(f, 0, sizeof(*f));
+    f->region = ap->region;
+    f->practice = ap->practice;
+    f->step = ap->step;
+    f->referral = ap->referral;
+    f->since_ms = ap->since;
+    f->until_ms = ap->until;
+    f->after_id = ap->cursor;
+    f->limit = ap->count;
+}
+
+static void audit_read(spb_store *store, job *j, const char *what, long n)
+{
+    char detail[128];
+    snprintf(detail, sizeof(detail), "%s: %ld", what, n);
+    spb_store_audit(store, j->who.name, NULL, NULL, "audit_read", "ok", detail, NULL);
+}
+
+/* The query string without its _cursor, for Bundle links. */
+static void query_without_cursor(const char *query, char *out, size_t size)
+{
+    size_t used = 0;
+    const char *p = query;
+    out[0] = '\0';
+    while (*p) {
+        const char *amp = strchr(p, '&');
+        size_t n = amp ? (size_t)(amp - p) : strlen(p);
+        if (n > 0 && strncmp(p, "_cursor=", 8) != 0 && used + n + 2 < size) {
+            if (used > 0)
+                out[used++] = '&';
+            memcpy(out + used, p, n);
+            used += n;
+            out[used] = '\0';
+        }
+        p += n;
+        if (*p == '&')
+            p++;
+    }
+}
+
+static void handle_audit_events(spb_store *store, job *j, const char *id_part)
+{
+    spb_audit_scope scope;
+    spb_audit_filter f;
+    audit_params ap;
+    json_t *rows = NULL, *bundle, *entries, *links, *row;
+    int64_t total = 0;
+    int more = 0;
+    size_t i;
+    char base[300], rest[1100], url[1500];
+    spb_err err;
+
+    spb_err_clear(&err);
+    if (!audit_scope_of(&j->who, &scope)) {
+        audit_forbidden(store, j, NULL, "this certificate may not read audit records");
+        return;
+    }
+    if (audit_params_parse(j, 's', &ap) < 0 || !audit_params_allowed(j->srv, store, j, &ap))
+        return;
+    audit_filter_of(&ap, &f);
+    if (id_part != NULL) {
+        char *end = NULL;
+        long long id = strtoll(id_part, &end, 10);
+        if (end == id_part || *end != '\0' || id <= 0) {
+            bad_request(j, 404, "no such AuditEvent", NULL);
+            return;
+        }
+        f.id = id;
+        f.after_id = 0;
+        f.limit = 1;
+    }
+    if (spb_audit_query(store, &scope, &f, &rows, &more, &err) < 0 ||
+        (id_part == NULL && spb_audit_count(store, &scope, &f, &total, &err) < 0)) {
+        j->status = 503;
+        j->reply = outcome_text(SPB_ERETRY, SPB_ISSUE_EXCEPTION, err.message, "try again later");
+        return;
+    }
+    if (id_part != NULL) {
+        if (json_array_size(rows) == 0) {
+            /* 404 whether it does not exist or is another region's: existence is not confirmed */
+            json_decref(rows);
+            bad_request(j, 404, "no such AuditEvent", NULL);
+            return;
+        }
+        audit_read(store, j, "AuditEvent read", 1);
+        set_json(j, 200, spb_audit_to_fhir(json_array_get(rows, 0)), "application/fhir+json");
+        json_decref(rows);
+        return;
+    }
+    snprintf(base, sizeof(base), "%s%s", j->host[0] ? "https://" : "", j->host);
+    query_without_cursor(j->query, rest, sizeof(rest));
+    entries = json_array();
+    json_array_foreach(rows, i, row)
+    {
+        snprintf(url, sizeof(url), "%s/audit/AuditEvent/%lld", base,
+                 (long long)json_integer_value(json_object_get(row, "id")));
+        json_array_append_new(entries,
+                              json_pack("{s:s, s:o, s:{s:s}}", "fullUrl", url, "resource",
+                                        spb_audit_to_fhir(row), "search", "mode", "match"));
+    }
+    links = json_array();
+    snprintf(url, sizeof(url), "%s/audit/AuditEvent%s%s", base, j->query[0] ? "?" : "", j->query);
+    json_array_append_new(links, json_pack("{s:s, s:s}", "relation", "self", "url", url));
+    if (more) {
+        snprintf(url, sizeof(url), "%s/audit/AuditEvent?%s%s_cursor=%lld", base, rest,
+                 rest[0] ? "&" : "",
+                 (long long)json_integer_value(
+                     json_object_get(json_array_get(rows, json_array_size(rows) - 1), "id")));
+        json_array_append_new(links, json_pack("{s:s, s:s}", "relation", "next", "url", url));
+    }
+    bundle = json_pack("{s:s, s:s, s:I, s:o, s:o}", "resourceType", "Bundle", "type", "searchset",
+                       "total", (json_int_t)total, "link", links, "entry", entries);
+    audit_read(store, j, "AuditEvent search", (long)json_array_size(rows));
+    json_decref(rows);
+    set_json(j, 200, bundle, "application/fhir+json");
+}
+
+/* GET /audit/$export: NDJSON, one AuditEvent a line, streamed a page at a time. Each call
+ * fills the next chunk; the loop sends it and hands the job back (job.stream). */
+static void handle_audit_export(spb_store *store, job *j)
+{
+    spb_audit_scope scope;
+    spb_audit_filter f;
+    audit_params ap;
+    json_t *rows = NULL, *row;
+    int more = 0;
+    size_t i, len = 0, cap = 65536;
+    char *buf;
+    spb_err err;
+
+    spb_err_clear(&err);
+    if (!audit_scope_of(&j->who, &scope)) {
+        audit_forbidden(store, j, NULL, "this certificate may not read audit records");
+        return;
+    }
+    if (audit_params_parse(j, 'e', &ap) < 0)
+        return;
+    if (!j->stream_started && !audit_params_allowed(j->srv, store, j, &ap))
+        return;
+    audit_filter_of(&ap, &f);
+    f.after_id = j->cursor;
+    f.limit = 500;
+    if (spb_audit_query(store, &scope, &f, &rows, &more, &err) < 0) {
+        if (j->stream_started) {
+            j->stream = 2; /* cut short: the client sees the answer end early */
+            j->status = 200;
+            j->reply = strdup("");
+            return;
+        }
+        j->status = 503;
+        j->reply = outcome_text(SPB_ERETRY, SPB_ISSUE_EXCEPTION, err.message, "try again later");
+        return;
+    }
+    buf = malloc(cap);
+    if (buf == NULL) {
+        json_decref(rows);
+        return;
+    }
+    buf[0] = '\0';
+    json_array_foreach(rows, i, row)
+    {
+        json_t *ev = spb_audit_to_fhir(row);
+        char *line = json_dumps(ev, JSON_COMPACT);
+        size_t n = line ? strlen(line) : 0;
+        json_decref(ev);
+        if (line == NULL)
+            continue;
+        if (len + n + 2 > cap) {
+            char *grown = realloc(buf, (len + n + 2) * 2);
+            if (grown == NULL) {
+                free(line);
+                break;
+            }
+            buf = grown;
+            cap = (len + n + 2) * 2;
+        }
+        memcpy(buf + len, line, n);
+        len += n;
+        buf[len++] = '\n';
+        buf[len] = '\0';
+        free(line);
+        j->cursor = json_integer_value(json_object_get(row, "id"));
+    }
+    if (!j->stream_started)
+        audit_read(store, j, "export", 0);
+    json_decref(rows);
+    j->status = 200;
+    j->reply = buf;
+    j->reply_type = "application/fhir+ndjson";
+    j->stream = more ? 1 : 2;
+}
+
+static void handle_audit_report(spb_store *store, job *j)
+{
+    spb_audit_scope scope;
+    spb_report_filter f;
+    audit_params ap;
+    json_t *report = NULL;
+    spb_err err;
+
+    spb_err_clear(&err);
+    if (!audit_scope_of(&j->who, &scope)) {
+        audit_forbidden(store, j, NULL, "this certificate may not read reports");
+        return;
+    }
+    if (audit_params_parse(j, 'r', &ap) < 0 || !audit_params_allowed(j->srv, store, j, &ap))
+        return;
+    memset(&f, 0, sizeof(f));
+    f.region = ap.region;
+    f.practice = ap.practice;
+    f.since_ms = ap.since;
+    f.until_ms = ap.until;
+    if (spb_report_build(store, &scope, &f, &report, &err) < 0) {
+        j->status = err.code == SPB_ETOOBIG ? 413 : 503;
+        j->reply = outcome_text(err.code, SPB_ISSUE_EXCEPTION, err.message,
+                                "narrow the report with since, until or practice");
+        return;
+    }
+    audit_read(store, j, "report", (long)json_array_size(json_object_get(report, "rows")));
+    if (strcmp(ap.format, "csv") == 0) {
+        j->status = 200;
+        j->reply = spb_report_csv(report);
+        j->reply_type = "text/csv; charset=utf-8";
+        json_decref(report);
+        return;
+    }
+    set_json(j, 200, report, "application/json");
+}
+
+static void handle_dashboard(spb_store *store, job *j)
+{
+    spb_audit_scope scope;
+    spb_report_filter f;
+    spb_audit_filter af;
+    spb_audit_status status;
+    spb_dashboard_view view;
+    json_t *report = NULL, *recent = NULL;
+    char chain[256] = "", when[32];
+    int more = 0;
+    spb_err err;
+
+    spb_err_clear(&err);
+    if (!audit_scope_of(&j->who, &scope)) {
+        audit_forbidden(store, j, NULL, "this certificate may not see the dashboard");
+        return;
+    }
+    memset(&f, 0, sizeof(f));
+    memset(&af, 0, sizeof(af));
+    af.limit = 20;
+    af.newest_first = 1;
+    if (spb_report_build(store, &scope, &f, &report, &err) < 0 ||
+        spb_audit_query(store, &scope, &af, &recent, &more, &err) < 0 ||
+        spb_audit_status_get(store, &status, &err) < 0) {
+        json_decref(report);
+        json_decref(recent);
+        j->status = 503;
+        j->reply = outcome_text(SPB_ERETRY, SPB_ISSUE_EXCEPTION, err.message, "try again later");
+        return;
+    }
+    spb_audit_format_time(status.last_checkpoint_at, when);
+    if (status.checkpoints == 0)
+        snprintf(chain, sizeof(chain),
+                 "Audit records are chained by SHA-256; no checkpoint "
+                 "has been signed yet.");
+    else if (scope.role == SPB_ROLE_ADMIN)
+        snprintf(chain, sizeof(chain),
+                 "Audit chain: %lld records; the newest signed checkpoint (%s) covers up to "
+                 "record %lld. Check it with spbridge audit verify.",
+                 (long long)status.records, when, (long long)status.covered_to);
+    else
+        snprintf(chain, sizeof(chain),
+                 "Audit records are chained by SHA-256; the newest signed checkpoint is from %s.",
+                 when);
+    memset(&view, 0, sizeof(view));
+    view.viewer = j->who.name;
+    view.scope = &scope;
+    view.report = report;
+    view.recent = recent;
+    view.chain = chain;
+    audit_read(store, j, "dashboard", (long)json_array_size(json_object_get(report, "rows")));
+    j->status = 200;
+    j->reply = spb_dashboard_html(&view);
+    j->reply_type = "text/html; charset=utf-8";
+    json_decref(report);
+    json_decref(recent);
+}
+
+static void handle_dashboard_css(job *j)
+{
+    size_t len;
+    const unsigned char *css = spb_dashboard_css(&len);
+    j->reply = malloc(len + 1);
+    if (j->reply == NULL)
+        return;
+    memcpy(j->reply, css, len);
+    j->reply[len] = '\0';
+    j->status = 200;
+    j->reply_type = "text/css; charset=utf-8";
+}
+
+/* GET /audit/...: the FHIR search, one AuditEvent, the export or the report. */
+static void handle_audit(spb_store *store, job *j, const char *rest)
+{
+    if (strcmp(rest, "AuditEvent") == 0)
+        handle_audit_events(store, j, NULL);
+    else if (strncmp(rest, "AuditEvent/", 11) == 0)
+        handle_audit_events(store, j, rest + 11);
+    else if (strcmp(rest, "$export") == 0 || strcmp(rest, "%24export") == 0)
+        handle_audit_export(store, j);
+    else if (strcmp(rest, "report") == 0)
+        handle_audit_report(store, j);
+    else
+        bad_request(j, 404, "no such audit endpoint",
+                    "GET /audit/AuditEvent, /audit/$export, /audit/report");
+}
+
+/* Intake thread, every second (the loop's timer): a signed checkpoint when due. */
+static void audit_tick(server *srv, spb_store *store, job *j)
+{
+    spb_audit_settings as;
+    spb_err err;
+    spb_err_clear(&err);
+    pthread_rwlock_rdlock(&srv->rt.lock);
+    spb_audit_settings_of(srv->rt.cfg, &as);
+    pthread_rwlock_unlock(&srv->rt.lock);
+    if (spb_audit_checkpoint_due(store, &as, "periodic", spb_now_ms(), &err) < 0 &&
+        spb_now_ms() - srv->audit_warned_at > 60000) {
+        srv->audit_warned_at = spb_now_ms();
+        spb_log_err("audit_checkpoint_failed", &err);
+    }
+    atomic_store(&srv->audit_tick_pending, 0);
+    j->status = 0;
+    j->reply = strdup("");
+}
+
+/* Intake thread, after start and each reload: the practice -> region table for audit
+ * records, copied out of the configuration first so no lock is held while writing. */
+static void audit_regions(server *srv, spb_store *store, job *j)
+{
+    spb_audit_region *regions = calloc(SPB_CONFIG_MAX_PRACTICES, sizeof(*regions));
+    int n;
+    spb_err err;
+    spb_err_clear(&err);
+    j->status = 0;
+    j->reply = strdup("");
+    if (regions == NULL)
+        return;
+    pthread_rwlock_rdlock(&srv->rt.lock);
+    n = spb_audit_regions_of(srv->rt.cfg, regions, SPB_CONFIG_MAX_PRACTICES);
+    pthread_rwlock_unlock(&srv->rt.lock);
+    if (spb_audit_sync_regions(store, regions, n, &err) < 0)
+        spb_log_err("audit_regions_failed", &err);
+    free(regions);
+}
+
+/* Loop thread: an internal job with no client (audit ticks, region updates). */
+static void internal_job(server *srv, const char *path)
+{
+    job *j = calloc(1, sizeof(*j));
+    if (j == NULL)
+        return;
+    j->srv = srv;
+    snprintf(j->path, sizeof(j->path), "%s", path);
+    srv->pending++;
+    enqueue(srv, j);
+}
+
+static void on_audit_timer(evutil_socket_t fd, short what, void *arg)
+{
+    server *srv = arg;
+    (void)fd;
+    (void)what;
+    if (srv->draining || atomic_load(&srv->audit_tick_pending))
+        return;
+    atomic_store(&srv->audit_tick_pending, 1);
+    internal_job(srv, "/_internal/audit-checkpoint");
+}
+
+/* At start, before any thread: the signing key must work (a bad [audit] setting stops serve
+ * before a socket opens) and the practice -> region table follows the configuration. */
+static int audit_start(const spb_config *cfg, spb_store *store, spb_err *err)
+{
+    spb_audit_region *regions = calloc(SPB_CONFIG_MAX_PRACTICES, sizeof(*regions));
+    spb_audit_signer *sg = NULL;
+    int rc;
+
+    if (regions == NULL)
+        return spb_err_set(err, SPB_ENOMEM, SPB_ISSUE_EXCEPTION, "out of memory");
+    rc = spb_audit_signer_from_config(&sg, cfg, err);
+    spb_audit_signer_free(sg);
+    if (rc == 0)
+        rc = spb_audit_sync_regions(
+            store, regions, spb_audit_regions_of(cfg, regions, SPB_CONFIG_MAX_PRACTICES), err);
+    free(regions);
+    return rc;
+}
+
+/* After every thread has stopped: sign a last checkpoint over what this run wrote, so that
+ * records cut from the end while the service is down are found by audit verify. */
+static void audit_final_checkpoint(server *srv)
+{
+    spb_audit_settings as;
+    spb_store *store = NULL;
+    spb_err err;
+
+    spb_err_clear(&err);
+    spb_audit_settings_of(srv->rt.cfg, &as);
+    as.checkpoint_every = 1;
+    if (spb_store_open(&store, srv->rt.cfg->store_path, &err) < 0 ||
+        spb_audit_checkpoint_due(store, &as, "stop", spb_now_ms(), &err) < 0)
+        spb_log_err("audit_checkpoint_failed", &err);
+    spb_store_close(store);
+}
+
 static void process(server *srv, spb_store *store, job *j)
 {
     const char *p = j->path;
@@ -787,6 +1422,27 @@ static void process(server *srv, spb_store *store, job *j)
             return;
         }
         handle_post_events(srv, store, j);
+        return;
+    }
+    if (strcmp(p, "/_internal/audit-checkpoint") == 0) {
+        audit_tick(srv, store, j);
+        return;
+    }
+    if (strcmp(p, "/_internal/audit-regions") == 0) {
+        audit_regions(srv, store, j);
+        return;
+    }
+    if (strncmp(p, "/audit/", 7) == 0 && j->method == EVHTTP_REQ_GET) {
+        handle_audit(store, j, p + 7);
+        return;
+    }
+    if ((strcmp(p, "/dashboard") == 0 || strcmp(p, "/dashboard/") == 0) &&
+        j->method == EVHTTP_REQ_GET) {
+        handle_dashboard(store, j);
+        return;
+    }
+    if (strcmp(p, "/dashboard/nhsuk.css") == 0 && j->method == EVHTTP_REQ_GET) {
+        handle_dashboard_css(j);
         return;
     }
     if (strcmp(p, "/fhir/notify") == 0 && j->method == EVHTTP_REQ_POST) {
@@ -909,6 +1565,11 @@ static void on_request(struct evhttp_request *req, void *arg)
                      "send one event or consultation per request");
         return;
     }
+    if (path != NULL && strncmp(path, "/_internal/", 11) == 0) {
+        /* internal jobs (audit records, checkpoints) are made by spbridge only */
+        send_outcome(req, 404, SPB_ISSUE_NOT_FOUND, "no such endpoint", NULL);
+        return;
+    }
     j = calloc(1, sizeof(*j));
     if (j == NULL) {
         send_outcome(req, 503, SPB_ISSUE_EXCEPTION, "out of memory", "try again later");
@@ -922,6 +1583,18 @@ static void on_request(struct evhttp_request *req, void *arg)
     snprintf(j->path, sizeof(j->path), "%s", path ? path : "/");
     snprintf(j->content_type, sizeof(j->content_type), "%s", ct ? ct : "");
     snprintf(j->dialect, sizeof(j->dialect), "%s", dialect ? dialect : "");
+    {
+        const char *query = uri ? evhttp_uri_get_query(uri) : NULL;
+        const char *host = evhttp_find_header(hdrs, "Host");
+        if (query != NULL && strlen(query) >= sizeof(j->query))
+            j->query_too_long = 1;
+        else if (query != NULL)
+            snprintf(j->query, sizeof(j->query), "%s", query);
+        if (host != NULL && strlen(host) < sizeof(j->host) &&
+            strspn(host, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-:[]") ==
+                strlen(host))
+            snprintf(j->host, sizeof(j->host), "%s", host);
+    }
     if (len > 0) {
         j->body = malloc(len + 1);
         if (j->body == NULL) {
@@ -1184,6 +1857,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     spb_log(SPB_LOG_INFO, "reloaded", "mappings", spb_mapping_set_version(maps),
             (const char *)NULL);
     spb_runtime_swap(&srv->rt, cfg, maps);
+    internal_job(srv, "/_internal/audit-regions");
     spb_runtime_wake(&srv->rt);
 }
 
@@ -1325,6 +1999,8 @@ int spb_serve(const spb_serve_opts *opts, spb_err *err)
     if (rc < 0)
         goto out_rt;
     rc = spb_store_recover(store, spb_now_ms(), 1, &recovered, err);
+    if (rc == 0)
+        rc = audit_start(cfg, store, err);
     spb_store_close(store);
     if (rc < 0)
         goto out_rt;
@@ -1377,6 +2053,11 @@ int spb_serve(const spb_serve_opts *opts, spb_err *err)
     }
     srv->done_ev = event_new(srv->base, -1, EV_PERSIST | EV_READ, on_done, srv);
     event_add(srv->done_ev, NULL);
+    srv->audit_timer = event_new(srv->base, -1, EV_PERSIST, on_audit_timer, srv);
+    {
+        struct timeval second = {1, 0};
+        event_add(srv->audit_timer, &second);
+    }
     sig_term = evsignal_new(srv->base, SIGTERM, on_term, srv);
     sig_int = evsignal_new(srv->base, SIGINT, on_term, srv);
     sig_hup = evsignal_new(srv->base, SIGHUP, on_hup, srv);
@@ -1436,6 +2117,7 @@ int spb_serve(const spb_serve_opts *opts, spb_err *err)
     on_done(-1, 0, srv); /* answers finished during the drain, if clients are still there */
     spb_follower_stop(srv->follower);
     spb_delivery_stop(srv->delivery);
+    audit_final_checkpoint(srv);
     spb_log(SPB_LOG_INFO, "stopped", (const char *)NULL);
     rc = 0;
 out_loop:
@@ -1448,6 +2130,8 @@ out_loop:
         event_free(srv->watch_timer);
     if (srv->done_ev != NULL)
         event_free(srv->done_ev);
+    if (srv->audit_timer != NULL)
+        event_free(srv->audit_timer);
 out_rt:
     if (srv->http != NULL)
         evhttp_free(srv->http);

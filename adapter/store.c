@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "audit_internal.h"
 #include "spbridge/ident.h"
 #include "store_internal.h"
 
@@ -109,11 +110,23 @@ static const char *schema_sql =
     "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
     "  referral TEXT, service_id TEXT, task_id TEXT, version_id TEXT,"
     "  reason TEXT NOT NULL, created_at INTEGER NOT NULL);"
+    /* the audit trail, a hash chain (audit.h, docs/audit.md): prev_hash is the previous
+     * record's hash, hash covers this record's fields and prev_hash */
     "CREATE TABLE IF NOT EXISTS audit("
     "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
     "  at INTEGER NOT NULL,"
-    "  identity TEXT, practice TEXT, referral TEXT,"
-    "  step TEXT NOT NULL, result TEXT NOT NULL, detail TEXT, mapping_version TEXT);";
+    "  identity TEXT, practice TEXT, region TEXT, referral TEXT,"
+    "  step TEXT NOT NULL, result TEXT NOT NULL, detail TEXT, mapping_version TEXT,"
+    "  prev_hash TEXT, hash TEXT);"
+    "CREATE TABLE IF NOT EXISTS audit_checkpoints("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  at INTEGER NOT NULL, kind TEXT NOT NULL,"
+    "  last_id INTEGER NOT NULL, last_hash TEXT NOT NULL,"
+    "  anchor_id INTEGER NOT NULL, anchor_hash TEXT NOT NULL, records INTEGER NOT NULL,"
+    "  prev TEXT NOT NULL, signer TEXT NOT NULL, signature TEXT NOT NULL);"
+    /* each practice's region, from the configuration serve runs with (audit records) */
+    "CREATE TABLE IF NOT EXISTS practice_regions("
+    "  practice TEXT PRIMARY KEY, region TEXT NOT NULL, updated_at INTEGER NOT NULL);";
 
 int64_t spb_now_ms(void)
 {
@@ -164,9 +177,42 @@ static int has_column(spb_store *s, const char *table, const char *column)
     return found;
 }
 
+/* Stores from before the audit chain: add its columns and chain the records already there,
+ * in one transaction (checked again inside it: several threads open the store at start). */
+static int migrate_audit(spb_store *s, spb_err *err)
+{
+    int rc = 0;
+    if (!has_column(s, "audit", "hash")) {
+        rc = spb__exec(s, "BEGIN IMMEDIATE", err);
+        if (rc == 0 && !has_column(s, "audit", "hash")) {
+            rc = spb__exec(s,
+                           "ALTER TABLE audit ADD COLUMN region TEXT;"
+                           "ALTER TABLE audit ADD COLUMN prev_hash TEXT;"
+                           "ALTER TABLE audit ADD COLUMN hash TEXT;",
+                           err);
+            if (rc == 0)
+                rc = spb__audit_chain_legacy(s, err);
+        }
+        if (rc == 0)
+            rc = spb__exec(s, "COMMIT", err);
+        else
+            rollback(s);
+    }
+    if (rc == 0)
+        rc = spb__exec(s,
+                       "CREATE INDEX IF NOT EXISTS audit_practice ON audit(practice, id);"
+                       "CREATE INDEX IF NOT EXISTS audit_region ON audit(region, id);"
+                       "CREATE INDEX IF NOT EXISTS audit_referral ON audit(referral);",
+                       err);
+    return rc;
+}
+
 /* Version 1 stores (before write-back) lack the outbox's channel columns. */
 static int migrate(spb_store *s, spb_err *err)
 {
+    int audit_rc = migrate_audit(s, err);
+    if (audit_rc < 0)
+        return audit_rc;
     if (!has_column(s, "parked", "replayed_at")) {
         int rc = spb__exec(s,
                            "ALTER TABLE parked ADD COLUMN replayed_at INTEGER;"
@@ -280,30 +326,23 @@ void spb__bind_text(sqlite3_stmt *st, int i, const char *v)
         sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
 }
 
+/* Every audit record goes through here, inside the caller's transaction: the record joins
+ * the hash chain (audit.c), with the practice's region looked up in practice_regions. */
 int spb__audit(spb_store *s, int64_t at, const char *identity, const char *practice,
                const char *referral, const char *step, const char *result, const char *detail,
                const char *mapping_version, spb_err *err)
 {
-    sqlite3_stmt *st =
-        spb__prep(s,
-                  "INSERT INTO audit(at, identity, practice, referral, step, result, "
-                  "detail, mapping_version) VALUES (?,?,?,?,?,?,?,?)",
-                  err);
-    int rc = 0;
-    if (st == NULL)
-        return SPB_ERR;
-    sqlite3_bind_int64(st, 1, at);
-    spb__bind_text(st, 2, identity);
-    spb__bind_text(st, 3, practice);
-    spb__bind_text(st, 4, referral);
-    spb__bind_text(st, 5, step);
-    spb__bind_text(st, 6, result);
-    spb__bind_text(st, 7, detail);
-    spb__bind_text(st, 8, mapping_version);
-    if (sqlite3_step(st) != SQLITE_DONE)
-        rc = spb__db_error(s, err, "audit");
-    sqlite3_finalize(st);
-    return rc;
+    spb_audit_record r;
+    memset(&r, 0, sizeof(r));
+    r.at = at;
+    r.identity = identity;
+    r.practice = practice;
+    r.referral = referral;
+    r.step = step;
+    r.result = result;
+    r.detail = detail;
+    r.mapping_version = mapping_version;
+    return spb__audit_append(s, &r, err);
 }
 
 int spb_store_audit(spb_store *s, const char *identity, const char *practice, const char *referral,

@@ -78,6 +78,10 @@ typedef struct spb_config {
     long retry_base_ms, retry_max_ms, max_attempts, lease_ms;
     char client_cert[512], client_key[512], client_key_passphrase_file[512], ca_file[512];
     char pinned_public_key[256];
+    /* [audit] (docs/audit.md) */
+    char audit_signing_key[512], audit_signing_cert[512], audit_trusted_certs[512];
+    long audit_checkpoint_every, audit_checkpoint_interval_s;
+    long audit_retention_days, audit_prune_batch;
     spb_client_cfg clients[SPB_CONFIG_MAX_CLIENTS];
     int nclients;
     spb_service_cfg services[SPB_CONFIG_MAX_SERVICES];
