@@ -409,6 +409,10 @@ int spb_config_load(spb_config *cfg, const char *path, spb_diags *diags, spb_err
     }
     for (int i = 0; i < cfg->npractices; i++) {
         int found = 0;
+        if (cfg->practices[i].writeback_endpoint[0] != '\0' &&
+            strncmp(cfg->practices[i].writeback_endpoint, "https://", 8) != 0)
+            cfg_error(st, 0, "[practice.%s] writeback_endpoint must be an https:// URL",
+                      cfg->practices[i].ods);
         if (strcmp(cfg->practices[i].writeback_format, "gp2gp") != 0 &&
             strcmp(cfg->practices[i].writeback_format, "native") != 0)
             cfg_error(st, 0, "[practice.%s] writeback_format must be gp2gp or native",
@@ -446,6 +450,15 @@ int spb_config_load(spb_config *cfg, const char *path, spb_diags *diags, spb_err
             spb_err_clear(&e);
             if (spb_ods_check(norm, sizeof(norm), cl->ods, &e) < 0)
                 cfg_error(st, 0, "[client.%s] a practice needs its ods: %s", cl->name, e.message);
+            else
+                snprintf(cl->ods, sizeof(cl->ods), "%s", norm);
+        }
+        if (cl->role == SPB_ROLE_SERVICE && cl->ods[0] != '\0') {
+            char norm[16];
+            spb_err e;
+            spb_err_clear(&e);
+            if (spb_ods_check(norm, sizeof(norm), cl->ods, &e) < 0)
+                cfg_error(st, 0, "[client.%s] ods: %s", cl->name, e.message);
             else
                 snprintf(cl->ods, sizeof(cl->ods), "%s", norm);
         }
@@ -523,6 +536,7 @@ void spb_config_dump(const spb_config *cfg, FILE *out)
             fprintf(out, "ods = %s\n", cfg->services[k].ods);
         if (cfg->services[k].endpoint[0])
             fprintf(out, "endpoint = %s\n", cfg->services[k].endpoint);
+        fprintf(out, "poll_interval_s = %ld\n", cfg->services[k].poll_interval_s);
     }
     for (int k = 0; k < cfg->npractices; k++) {
         const spb_practice_cfg *p = &cfg->practices[k];
@@ -533,6 +547,11 @@ void spb_config_dump(const spb_config *cfg, FILE *out)
             fprintf(out, "region = %s\n", p->region);
         if (p->spool_dir[0])
             fprintf(out, "spool_dir = %s\n", p->spool_dir);
+        fprintf(out, "writeback_format = %s\n", p->writeback_format);
+        if (p->writeback_spool_dir[0])
+            fprintf(out, "writeback_spool_dir = %s\n", p->writeback_spool_dir);
+        if (p->writeback_endpoint[0])
+            fprintf(out, "writeback_endpoint = %s\n", p->writeback_endpoint);
     }
     for (int k = 0; k < cfg->nclients; k++) {
         const spb_client_cfg *c = &cfg->clients[k];

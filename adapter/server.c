@@ -387,14 +387,15 @@ static void enqueue(struct server *srv, struct job *j)
 }
 
 /* An audit record from the loop thread, written by an intake thread. */
-static void audit_later(server *srv, const char *step, const char *result, const char *detail)
+static void audit_later(server *srv, const char *actor, const char *step, const char *result,
+                        const char *detail)
 {
     job *j = calloc(1, sizeof(*j));
     if (j == NULL)
         return;
     j->srv = srv;
     snprintf(j->path, sizeof(j->path), "/_internal/audit/%s/%s", step, result);
-    snprintf(j->who.subject, sizeof(j->who.subject), "%s", "spbridge");
+    snprintf(j->who.subject, sizeof(j->who.subject), "%s", actor ? actor : "spbridge");
     snprintf(j->content_type, sizeof(j->content_type), "%.120s", detail ? detail : "");
     srv->pending++;
     enqueue(srv, j);
@@ -1360,7 +1361,7 @@ static void process(server *srv, spb_store *store, job *j)
         result = strchr(step, '/');
         if (result != NULL)
             *result++ = '\0';
-        spb_store_audit(store, "spbridge", NULL, NULL, step, result ? result : "ok",
+        spb_store_audit(store, j->who.subject, NULL, NULL, step, result ? result : "ok",
                         j->content_type, NULL);
         j->status = 0;
         j->reply = strdup("");
@@ -1455,8 +1456,9 @@ static void process(server *srv, spb_store *store, job *j)
     }
     j->status = 404;
     j->reply = outcome_text(SPB_ENOTFOUND, SPB_ISSUE_NOT_FOUND, "no such endpoint",
-                            "endpoints: POST /events, GET /events/{id}, GET /healthz, "
-                            "GET /metrics");
+                            "endpoints: POST /events, GET /events/{id}, POST /fhir/notify, "
+                            "GET /metadata, GET /healthz, GET /metrics, GET /audit/AuditEvent, "
+                            "GET /audit/$export, GET /audit/report, GET /dashboard");
 }
 
 static void *intake_main(void *arg)
@@ -1560,7 +1562,7 @@ static void on_request(struct evhttp_request *req, void *arg)
         atomic_fetch_add(&srv->rt.metrics.refused, 1);
         spb_log(SPB_LOG_WARN, "intake_refused", "identity", who.name, "reason", msg,
                 (const char *)NULL);
-        audit_later(srv, "refused", "too_big", msg);
+        audit_later(srv, who.name, "refused", "too_big", msg);
         send_outcome(req, 413, SPB_ISSUE_TOO_LONG, msg,
                      "send one event or consultation per request");
         return;
@@ -1830,7 +1832,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
         spb_log_err("reload_failed", &err);
         spb_log(SPB_LOG_WARN, "reload_refused", "reason",
                 "the previous configuration and mappings stay in force", (const char *)NULL);
-        audit_later(srv, "reload", "refused", err.message);
+        audit_later(srv, "spbridge", "reload", "refused", err.message);
         return;
     }
     ctx = make_ssl_ctx(srv, cfg, &err);
@@ -1838,7 +1840,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
         spb_log_err("reload_failed", &err);
         spb_log(SPB_LOG_WARN, "reload_refused", "reason",
                 "the previous configuration and mappings stay in force", (const char *)NULL);
-        audit_later(srv, "reload", "refused", err.message);
+        audit_later(srv, "spbridge", "reload", "refused", err.message);
         free(cfg);
         spb_mapping_set_free(maps);
         return;
@@ -1848,7 +1850,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
         if (spb_log_parse_level(cfg->log_level, &lvl) == 0)
             spb_log_set_level(lvl);
     }
-    audit_later(srv, "reload", "ok", spb_mapping_set_version(maps));
+    audit_later(srv, "spbridge", "reload", "ok", spb_mapping_set_version(maps));
     /* existing connections keep their SSL (and its reference to the old context) */
     SSL_CTX_free(srv->ssl_ctx);
     srv->ssl_ctx = ctx;

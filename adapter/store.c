@@ -1024,9 +1024,11 @@ int spb_store_replay(spb_store *s, int64_t id, const char *who, int64_t *new_id,
     st = spb__prep(
         s,
         "INSERT INTO outbox(event_id, referral, practice, service_id, kind, payload, "
-        "state, next_attempt_at, created_at, updated_at, replay_of) "
+        "state, next_attempt_at, created_at, updated_at, replay_of, channel, method, url_path, "
+        "content_type) "
         "SELECT event_id, referral, practice, service_id, kind, payload, 'queued', ?1, ?1, "
-        "?1, id FROM outbox WHERE id = ?2 AND state IN ('dead','delivered') "
+        "?1, id, channel, method, url_path, content_type FROM outbox WHERE id = ?2 AND state "
+        "IN ('dead','delivered') "
         "RETURNING id, practice, referral",
         err);
     if (st == NULL) {
