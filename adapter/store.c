@@ -877,6 +877,19 @@ static json_t *row_object(sqlite3_stmt *st)
     return o;
 }
 
+int spb__query_array(spb_store *s, sqlite3_stmt *st, json_t **out, spb_err *err)
+{
+    json_t *arr = json_array();
+    int rc = spb__rows_to_array(s, st, arr, err);
+    sqlite3_finalize(st);
+    if (rc < 0) {
+        json_decref(arr);
+        return rc;
+    }
+    *out = arr;
+    return 0;
+}
+
 int spb__rows_to_array(spb_store *s, sqlite3_stmt *st, json_t *arr, spb_err *err)
 {
     int rc;
@@ -953,22 +966,12 @@ int spb_store_outbox_list(spb_store *s, const char *state, int limit, json_t **o
                   "SELECT " OUTBOX_COLUMNS " FROM outbox WHERE (?1 IS NULL OR state = "
                   "?1) ORDER BY id DESC LIMIT ?2",
                   err);
-    json_t *arr;
-    int rc;
     *out = NULL;
     if (st == NULL)
         return SPB_ERR;
     spb__bind_text(st, 1, state);
     sqlite3_bind_int(st, 2, limit);
-    arr = json_array();
-    rc = spb__rows_to_array(s, st, arr, err);
-    sqlite3_finalize(st);
-    if (rc < 0) {
-        json_decref(arr);
-        return rc;
-    }
-    *out = arr;
-    return 0;
+    return spb__query_array(s, st, out, err);
 }
 
 int spb_store_outbox_show(spb_store *s, int64_t id, json_t **out, spb_err *err)
@@ -1101,21 +1104,11 @@ int spb_store_parked_list(spb_store *s, int limit, json_t **out, spb_err *err)
                   "error_code, issue, message, hint, line, location, replayed_at, "
                   "replay_result FROM parked ORDER BY received_at DESC LIMIT ?",
                   err);
-    json_t *arr;
-    int rc;
     *out = NULL;
     if (st == NULL)
         return SPB_ERR;
     sqlite3_bind_int(st, 1, limit);
-    arr = json_array();
-    rc = spb__rows_to_array(s, st, arr, err);
-    sqlite3_finalize(st);
-    if (rc < 0) {
-        json_decref(arr);
-        return rc;
-    }
-    *out = arr;
-    return 0;
+    return spb__query_array(s, st, out, err);
 }
 
 int spb_store_parked_get(spb_store *s, const char *id, spb_parked *out, spb_err *err)

@@ -21,4 +21,7 @@ int spb__audit(spb_store *s, int64_t at, const char *identity, const char *pract
                const char *mapping_version, spb_err *err);
 int spb__rows_to_array(spb_store *s, sqlite3_stmt *st, json_t *arr, spb_err *err);
 
+/* Runs `st` (finalizing it) and returns every row as a JSON array in *out. */
+int spb__query_array(spb_store *s, sqlite3_stmt *st, json_t **out, spb_err *err);
+
 #endif
