@@ -87,7 +87,7 @@ int spb_cmd_report(int argc, char **argv)
         fputs(csv, stdout);
         free(csv);
     } else {
-        char *text = json_dumps(report, JSON_INDENT(2));
+        char *text = json_dumps(report, JSON_INDENT(2) | JSON_REAL_PRECISION(10));
         if (text != NULL)
             printf("%s\n", text);
         free(text);

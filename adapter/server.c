@@ -481,7 +481,8 @@ static int may_see_practice(const identity *who, const spb_config *cfg, const ch
 static void set_json(job *j, int status, json_t *body, const char *type)
 {
     j->status = status;
-    j->reply = json_dumps(body, JSON_COMPACT);
+    /* durations in reports are doubles: print them as people write them, not %.17g */
+    j->reply = json_dumps(body, JSON_COMPACT | JSON_REAL_PRECISION(10));
     j->reply_type = type;
     json_decref(body);
 }
