@@ -112,6 +112,7 @@ typedef struct server {
     spb_follower *follower;
     long server_cert_expiry;
     long client_cert_expiry;
+    pthread_mutex_t ctx_lock; /* guards ssl_ctx: reloads swap it from an intake thread */
     struct event *drain_timer;
     struct event *watch_timer;
     unsigned long long mappings_signature;
@@ -238,7 +239,10 @@ fail:
 static struct bufferevent *bevcb(struct event_base *base, void *arg)
 {
     server *srv = arg;
-    SSL *ssl = SSL_new(srv->ssl_ctx);
+    SSL *ssl;
+    pthread_mutex_lock(&srv->ctx_lock);
+    ssl = SSL_new(srv->ssl_ctx);
+    pthread_mutex_unlock(&srv->ctx_lock);
     return bufferevent_openssl_socket_new(base, -1, ssl, BUFFEREVENT_SSL_ACCEPTING,
                                           BEV_OPT_CLOSE_ON_FREE);
 }
@@ -1351,6 +1355,54 @@ static void audit_final_checkpoint(server *srv)
     spb_store_close(store);
 }
 
+static int load_all(const char *path, spb_config **cfg_out, spb_mapping_set **maps_out,
+                    spb_err *err);
+
+/* Loads configuration, mappings and certificates; a set that fails is refused and the old
+ * one stays. Runs on an intake thread (see on_hup). */
+static void do_reload(server *srv, spb_store *store, job *j)
+{
+    spb_config *cfg = NULL;
+    spb_mapping_set *maps = NULL;
+    SSL_CTX *ctx = NULL, *old;
+    spb_err err;
+
+    spb_err_clear(&err);
+    if (load_all(srv->opts->config_path, &cfg, &maps, &err) == 0)
+        ctx = make_ssl_ctx(srv, cfg, &err);
+    if (ctx == NULL) {
+        spb_log_err("reload_failed", &err);
+        spb_log(SPB_LOG_WARN, "reload_refused", "reason",
+                "the previous configuration and mappings stay in force", (const char *)NULL);
+        spb_store_audit(store, "spbridge", NULL, NULL, "reload", "refused", err.message, NULL);
+        free(cfg);
+        spb_mapping_set_free(maps);
+        j->status = 0;
+        j->reply = strdup("");
+        return;
+    }
+    {
+        spb_log_level lvl;
+        if (spb_log_parse_level(cfg->log_level, &lvl) == 0)
+            spb_log_set_level(lvl);
+    }
+    spb_store_audit(store, "spbridge", NULL, NULL, "reload", "ok", spb_mapping_set_version(maps),
+                    NULL);
+    /* existing connections keep their SSL (and its reference to the old context) */
+    pthread_mutex_lock(&srv->ctx_lock);
+    old = srv->ssl_ctx;
+    srv->ssl_ctx = ctx;
+    pthread_mutex_unlock(&srv->ctx_lock);
+    SSL_CTX_free(old);
+    srv->server_cert_expiry = cert_expiry_file(cfg->tls_cert);
+    srv->client_cert_expiry = cert_expiry_file(cfg->client_cert);
+    spb_log(SPB_LOG_INFO, "reloaded", "mappings", spb_mapping_set_version(maps),
+            (const char *)NULL);
+    spb_runtime_swap(&srv->rt, cfg, maps);
+    audit_regions(srv, store, j); /* practice -> region table follows the configuration */
+    spb_runtime_wake(&srv->rt);
+}
+
 static void process(server *srv, spb_store *store, job *j)
 {
     const char *p = j->path;
@@ -1430,6 +1482,10 @@ static void process(server *srv, spb_store *store, job *j)
         audit_tick(srv, store, j);
         return;
     }
+    if (strcmp(p, "/_internal/reload") == 0) {
+        do_reload(srv, store, j);
+        return;
+    }
     if (strcmp(p, "/_internal/audit-regions") == 0) {
         audit_regions(srv, store, j);
         return;
@@ -1465,14 +1521,8 @@ static void process(server *srv, spb_store *store, job *j)
 static void *intake_main(void *arg)
 {
     server *srv = arg;
-    spb_store *store = NULL;
-    spb_err err;
+    spb_store *store = spb_runtime_open_store(&srv->rt, "intake_store_failed");
 
-    spb_err_clear(&err);
-    pthread_rwlock_rdlock(&srv->rt.lock);
-    if (spb_store_open(&store, srv->rt.cfg->store_path, &err) < 0)
-        spb_log_err("intake_store_failed", &err);
-    pthread_rwlock_unlock(&srv->rt.lock);
     for (;;) {
         job *j;
         pthread_mutex_lock(&srv->qlock);
@@ -1703,14 +1753,8 @@ static void spool_one(server *srv, spb_store *store, const char *ods, const char
 static void *spool_main(void *arg)
 {
     server *srv = arg;
-    spb_store *store = NULL;
-    spb_err err;
+    spb_store *store = spb_runtime_open_store(&srv->rt, "spool_store_failed");
 
-    spb_err_clear(&err);
-    pthread_rwlock_rdlock(&srv->rt.lock);
-    if (spb_store_open(&store, srv->rt.cfg->store_path, &err) < 0)
-        spb_log_err("spool_store_failed", &err);
-    pthread_rwlock_unlock(&srv->rt.lock);
     if (store == NULL)
         return NULL;
     while (!atomic_load(&srv->intake_stop)) {
@@ -1818,50 +1862,13 @@ static int load_all(const char *path, spb_config **cfg_out, spb_mapping_set **ma
     return 0;
 }
 
+/* SIGHUP or changed mapping files: the reload itself (reading and compiling files) runs on
+ * an intake thread, never on the event loop. */
 static void on_hup(evutil_socket_t sig, short what, void *arg)
 {
-    server *srv = arg;
-    spb_config *cfg = NULL;
-    spb_mapping_set *maps = NULL;
-    SSL_CTX *ctx;
-    spb_err err;
     (void)sig;
     (void)what;
-
-    spb_err_clear(&err);
-    if (load_all(srv->opts->config_path, &cfg, &maps, &err) < 0) {
-        spb_log_err("reload_failed", &err);
-        spb_log(SPB_LOG_WARN, "reload_refused", "reason",
-                "the previous configuration and mappings stay in force", (const char *)NULL);
-        audit_later(srv, "spbridge", "reload", "refused", err.message);
-        return;
-    }
-    ctx = make_ssl_ctx(srv, cfg, &err);
-    if (ctx == NULL) {
-        spb_log_err("reload_failed", &err);
-        spb_log(SPB_LOG_WARN, "reload_refused", "reason",
-                "the previous configuration and mappings stay in force", (const char *)NULL);
-        audit_later(srv, "spbridge", "reload", "refused", err.message);
-        free(cfg);
-        spb_mapping_set_free(maps);
-        return;
-    }
-    {
-        spb_log_level lvl;
-        if (spb_log_parse_level(cfg->log_level, &lvl) == 0)
-            spb_log_set_level(lvl);
-    }
-    audit_later(srv, "spbridge", "reload", "ok", spb_mapping_set_version(maps));
-    /* existing connections keep their SSL (and its reference to the old context) */
-    SSL_CTX_free(srv->ssl_ctx);
-    srv->ssl_ctx = ctx;
-    srv->server_cert_expiry = cert_expiry_file(cfg->tls_cert);
-    srv->client_cert_expiry = cert_expiry_file(cfg->client_cert);
-    spb_log(SPB_LOG_INFO, "reloaded", "mappings", spb_mapping_set_version(maps),
-            (const char *)NULL);
-    spb_runtime_swap(&srv->rt, cfg, maps);
-    internal_job(srv, "/_internal/audit-regions");
-    spb_runtime_wake(&srv->rt);
+    internal_job(arg, "/_internal/reload");
 }
 
 /* A signature of the mapping folder's files (names, sizes, modification times), two levels
@@ -1973,6 +1980,7 @@ int spb_serve(const spb_serve_opts *opts, spb_err *err)
             spb_log_set_level(lvl);
     }
     pthread_mutex_init(&srv->qlock, NULL);
+    pthread_mutex_init(&srv->ctx_lock, NULL);
     pthread_cond_init(&srv->qcond, NULL);
 
     /* the store first: recover rows a crash left mid-delivery, before any worker runs */
@@ -2141,6 +2149,7 @@ out_rt:
     if (srv->base != NULL)
         event_base_free(srv->base);
     SSL_CTX_free(srv->ssl_ctx);
+    pthread_mutex_destroy(&srv->ctx_lock);
     if (srv->rt.cfg != NULL)
         spb_runtime_destroy(&srv->rt);
     /* queued jobs never processed (startup failure): free them */
