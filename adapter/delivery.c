@@ -451,19 +451,12 @@ static void *worker_main(void *arg)
 {
     worker *w = arg;
     spb_runtime *rt = w->d->rt;
-    spb_store *store = NULL;
+    spb_store *store = spb_runtime_open_store(rt, "delivery_store_failed");
     CURL *curl = NULL;
     spb_err err;
-    char path[512];
 
-    pthread_rwlock_rdlock(&rt->lock);
-    snprintf(path, sizeof(path), "%s", rt->cfg->store_path);
-    pthread_rwlock_unlock(&rt->lock);
-    spb_err_clear(&err);
-    if (spb_store_open(&store, path, &err) < 0) {
-        spb_log_err("delivery_store_failed", &err);
+    if (store == NULL)
         return NULL;
-    }
     curl = curl_easy_init();
     while (!atomic_load(&rt->stopping)) {
         spb_outbox_job job;

@@ -699,19 +699,14 @@ static void *follower_main(void *arg)
     spb_runtime *rt = f->rt;
     ctx c;
     spb_err err;
-    char path[512];
     int64_t next_poll[SPB_CONFIG_MAX_SERVICES] = {0};
 
     memset(&c, 0, sizeof(c));
     c.f = f;
-    pthread_rwlock_rdlock(&rt->lock);
-    snprintf(path, sizeof(path), "%s", rt->cfg->store_path);
-    pthread_rwlock_unlock(&rt->lock);
     spb_err_clear(&err);
-    if (spb_store_open(&c.store, path, &err) < 0) {
-        spb_log_err("follower_store_failed", &err);
+    c.store = spb_runtime_open_store(rt, "follower_store_failed");
+    if (c.store == NULL)
         return NULL;
-    }
     c.curl = curl_easy_init();
     while (!atomic_load(&f->stop)) {
         int nservices;

@@ -1,6 +1,10 @@
 /* Shared service state; see runtime.h. */
 #include "spbridge/runtime.h"
 
+#include "spbridge/log.h"
+#include "spbridge/store.h"
+
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,6 +52,23 @@ void spb_runtime_wake(spb_runtime *rt)
     pthread_mutex_lock(&rt->wake_lock);
     pthread_cond_broadcast(&rt->wake);
     pthread_mutex_unlock(&rt->wake_lock);
+}
+
+struct spb_store *spb_runtime_open_store(spb_runtime *rt, const char *event)
+{
+    spb_store *store = NULL;
+    char path[512];
+    spb_err err;
+
+    pthread_rwlock_rdlock(&rt->lock);
+    snprintf(path, sizeof(path), "%s", rt->cfg->store_path);
+    pthread_rwlock_unlock(&rt->lock);
+    spb_err_clear(&err);
+    if (spb_store_open(&store, path, &err) < 0) {
+        spb_log_err(event, &err);
+        return NULL;
+    }
+    return store;
 }
 
 void spb_metrics_observe_latency(spb_metrics *m, long ms)

@@ -49,6 +49,12 @@ void spb_runtime_swap(spb_runtime *rt, spb_config *cfg, spb_mapping_set *maps);
 /* Wakes delivery workers (new work, or stop). */
 void spb_runtime_wake(spb_runtime *rt);
 
+/*
+ * Opens a store handle for the calling thread (SQLite handles are per thread) on the
+ * configured store_path; logs `event` with the error and returns NULL when it cannot.
+ */
+struct spb_store *spb_runtime_open_store(spb_runtime *rt, const char *event);
+
 /* Records one delivery latency. */
 void spb_metrics_observe_latency(spb_metrics *m, long ms);
 
