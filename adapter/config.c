@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "spbridge/ident.h"
 
@@ -578,13 +579,19 @@ static const spb_service_cfg *find_service(const spb_config *cfg, const char *id
     return NULL;
 }
 
-int spb_config_route(void *user, const char *practice_ods, spb_route *out, spb_err *err)
+int spb_config_route(void *user, const char *practice_ods, const char *recipient_ods,
+                     spb_route *out, spb_err *err)
 {
     const spb_config *cfg = user;
     const spb_service_cfg *svc = NULL;
 
     memset(out, 0, sizeof(*out));
-    for (int i = 0; i < cfg->npractices; i++) {
+    /* a referral addressed to a configured service goes to that service */
+    for (int k = 0; recipient_ods != NULL && k < cfg->nservices && svc == NULL; k++) {
+        if (cfg->services[k].ods[0] != '\0' && strcasecmp(cfg->services[k].ods, recipient_ods) == 0)
+            svc = &cfg->services[k];
+    }
+    for (int i = 0; svc == NULL && i < cfg->npractices; i++) {
         if (strcmp(cfg->practices[i].ods, practice_ods) == 0) {
             svc = find_service(cfg, cfg->practices[i].service);
             break;

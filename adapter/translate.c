@@ -136,10 +136,33 @@ static int to_uuid(char out[SPB_UUID_LEN + 1], const char *id, const char *ods)
     return spb_uuid_v5(out, name);
 }
 
+/*
+ * The ODS code of the organisation the source addresses the referral to, checked and upper
+ * case, or NULL. The recipient is not needed to send a referral (the practice's service
+ * takes it), so a malformed code is left out with a warning rather than refusing it.
+ */
+static const char *recipient_of(const spb_event *ev, const char *doc, char *buf, size_t size)
+{
+    const char *v = spb_event_get(ev, SPB_F_RECIPIENT_ODS);
+    spb_err rerr;
+    char line[16];
+
+    if (v == NULL)
+        return NULL;
+    spb_err_clear(&rerr);
+    if (spb_ods_check(buf, size, v, &rerr) == 0)
+        return buf;
+    snprintf(line, sizeof(line), "%d", ev->source_line);
+    spb_log(SPB_LOG_WARN, "recipient_left_out", "file", doc, "line", line, "field", "recipient.ods",
+            "reason", rerr.message, (const char *)NULL);
+    return NULL;
+}
+
 static int sink(void *user, spb_event *ev, spb_err *err)
 {
     static const char *const genders[] = {"male", "female", "other", "unknown", NULL};
     static const char *const priorities[] = {"routine", "urgent", "asap", "stat", NULL};
+    static const char *const phone_uses[] = {"home", "work", "mobile", "temp", "old", NULL};
     run *r = user;
     const spb_cmap_set *cm = spb_mapping_set_cmaps(r->opts->maps);
     const char *doc = r->name;
@@ -155,6 +178,8 @@ static int sink(void *user, spb_event *ev, spb_err *err)
     spb_cmap_match reason_matches[MAX_CODINGS];
     size_t nrequest = 0, nreasons = 0;
     spb_route route;
+    char recipient_buf[16];
+    const char *recipient_ods;
     spb_translated *grown;
     int rc;
 
@@ -212,8 +237,10 @@ static int sink(void *user, spb_event *ev, spb_err *err)
     if (rc < 0) {
         spb_err_where(err, doc, ev->source_line, 0, ev->source_path);
         if (err->hint[0] == '\0' || spb_event_get(ev, SPB_F_PRACTICE_ODS) == NULL)
-            spb_err_hint(err, "the document must say which practice recorded the event (its "
-                              "ODS code); check the dialect's practice.ods expression");
+            spb_err_hint(err, "the document must say which practice sent it (its ODS code; "
+                              "GP2GP: the extract's author, EhrExtract/author/AgentOrgSDS, or "
+                              "the requesting clinician's representedOrganization); check the "
+                              "dialect's practice.ods expression");
         return rc;
     }
     rc = spb_nhs_number_check(item.nhs_number, spb_event_get(ev, SPB_F_PATIENT_NHS_NUMBER), err);
@@ -235,6 +262,8 @@ static int sink(void *user, spb_event *ev, spb_err *err)
     if (to_uuid(item.event_uuid, v, item.practice_ods) < 0)
         return spb_err_set(err, SPB_ERR, SPB_ISSUE_EXCEPTION, "cannot derive an identifier");
     snprintf(item.source_uuid, sizeof(item.source_uuid), "%s", item.event_uuid);
+    v = spb_event_get(ev, SPB_F_PATIENT_BIRTH_DATE);
+    snprintf(item.birth_date, sizeof(item.birth_date), "%s", v != NULL ? v : "");
     if (item.kind == SPB_KIND_CANCELLATION) {
         const char *cancels = spb_event_get(ev, SPB_F_EVENT_CANCELS);
         if (cancels == NULL)
@@ -260,6 +289,12 @@ static int sink(void *user, spb_event *ev, spb_err *err)
         return fail(err, ev, doc, SPB_EINVALID, SPB_ISSUE_VALUE, "event.priority",
                     "use routine, urgent, asap or stat, or map the source's priority codes",
                     "priority '%.40s' is not a FHIR request priority", v);
+    v = spb_event_get(ev, SPB_F_PATIENT_PHONE_USE);
+    if (v != NULL && !in_set(v, phone_uses))
+        return fail(err, ev, doc, SPB_EINVALID, SPB_ISSUE_VALUE, "patient.phone_use",
+                    "use home, work, mobile, temp or old, or map the source's telecom use "
+                    "codes in the dialect profile",
+                    "telephone use '%.20s' is not a FHIR contact point use", v);
     v = spb_event_get(ev, SPB_F_PATIENT_NHS_VERIFICATION);
     if (v != NULL) {
         ref.nhs_verification = normalise_verification(v);
@@ -299,10 +334,12 @@ static int sink(void *user, spb_event *ev, spb_err *err)
                    m->target_display ? m->target_display : ev->needs[i].display);
     }
 
-    /* 4. Where it goes: only referrals and cancellations are sent; report records stay. */
+    /* 4. Who it is addressed to, and where it goes: only referrals and cancellations are
+     *    sent; report records stay. */
+    recipient_ods = recipient_of(ev, doc, recipient_buf, sizeof(recipient_buf));
     if (r->opts->route != NULL &&
         (item.kind == SPB_KIND_REFERRAL || item.kind == SPB_KIND_CANCELLATION))
-        rc = r->opts->route(r->opts->route_user, item.practice_ods, &route, err);
+        rc = r->opts->route(r->opts->route_user, item.practice_ods, recipient_ods, &route, err);
     else
         rc = default_route(&route);
     if (rc < 0) {
@@ -320,8 +357,22 @@ static int sink(void *user, spb_event *ev, spb_err *err)
     ref.nrequest_codes = nrequest;
     ref.reasons = reasons;
     ref.nreasons = nreasons;
-    ref.service_name = route.name[0] ? route.name : NULL;
-    ref.service_ods = route.ods[0] ? route.ods : NULL;
+    /* The recipient the source names carries the referral out; else the routed service. A
+     * practice that names itself (GP systems often do) names no one else: its service takes
+     * the referral, which is the practice itself only when it is configured as a service. */
+    if (recipient_ods != NULL && strcmp(recipient_ods, item.practice_ods) == 0) {
+        ref.performer_name = route.name[0] ? route.name : NULL;
+        ref.performer_ods = route.ods[0] ? route.ods : NULL;
+    } else if (recipient_ods != NULL || spb_event_get(ev, SPB_F_RECIPIENT_NAME) != NULL) {
+        ref.performer_name = spb_event_get(ev, SPB_F_RECIPIENT_NAME);
+        ref.performer_ods = recipient_ods;
+        if (ref.performer_name == NULL && recipient_ods != NULL &&
+            strcmp(recipient_ods, route.ods) == 0 && route.name[0])
+            ref.performer_name = route.name;
+    } else {
+        ref.performer_name = route.name[0] ? route.name : NULL;
+        ref.performer_ods = route.ods[0] ? route.ods : NULL;
+    }
     switch (item.kind) {
     case SPB_KIND_REFERRAL:
         item.resource = spb_fhir_referral_bundle(&ref, err);

@@ -165,10 +165,15 @@ static json_t *build_patient(const spb_referral *r)
         json_object_set_new(p, "name", json_pack("[o]", name));
     {
         json_t *telecom = json_array();
+        const char *phone_use = spb_event_get(ev, SPB_F_PATIENT_PHONE_USE);
         if (spb_event_get(ev, SPB_F_PATIENT_PHONE) != NULL)
-            json_array_append_new(telecom,
-                                  json_pack("{s:s, s:s, s:s}", "system", "phone", "value",
-                                            spb_event_get(ev, SPB_F_PATIENT_PHONE), "use", "home"));
+            json_array_append_new(telecom, json_pack("{s:s, s:s, s:s}", "system", "phone", "value",
+                                                     spb_event_get(ev, SPB_F_PATIENT_PHONE), "use",
+                                                     phone_use != NULL ? phone_use : "home"));
+        if (spb_event_get(ev, SPB_F_PATIENT_MOBILE) != NULL)
+            json_array_append_new(telecom, json_pack("{s:s, s:s, s:s}", "system", "phone", "value",
+                                                     spb_event_get(ev, SPB_F_PATIENT_MOBILE), "use",
+                                                     "mobile"));
         if (spb_event_get(ev, SPB_F_PATIENT_EMAIL) != NULL)
             json_array_append_new(telecom,
                                   json_pack("{s:s, s:s, s:s}", "system", "email", "value",
@@ -328,21 +333,22 @@ static int add_parties(json_t *entries, const spb_referral *r, parties *pt)
         pt->requester_ref = reference(pt->practice);
     }
 
-    if (r->service_ods != NULL && strcmp(r->service_ods, r->practice_ods) == 0) {
+    if (r->performer_ods != NULL && strcmp(r->performer_ods, r->practice_ods) == 0) {
         /* a practice that runs its own social prescribing service: one Organization */
         pt->service_ref = reference(pt->practice);
-    } else if (r->service_ods != NULL) {
-        if (full_url(pt->service, "Organization", r->service_ods) < 0)
+    } else if (r->performer_ods != NULL) {
+        if (full_url(pt->service, "Organization", r->performer_ods) < 0)
             return -1;
-        snprintf(query, sizeof(query), "identifier=%s|%s", SPB_SYS_ODS, r->service_ods);
+        snprintf(query, sizeof(query), "identifier=%s|%s", SPB_SYS_ODS, r->performer_ods);
         json_array_append_new(entries,
-                              entry(pt->service, build_org(r->service_ods, r->service_name), "POST",
-                                    "Organization", query));
+                              entry(pt->service, build_org(r->performer_ods, r->performer_name),
+                                    "POST", "Organization", query));
         pt->service_ref = reference(pt->service);
     } else {
         /* no ODS code configured for the service: a logical reference by name */
-        pt->service_ref = json_pack(
-            "{s:s}", "display", r->service_name ? r->service_name : "Social prescribing service");
+        pt->service_ref =
+            json_pack("{s:s}", "display",
+                      r->performer_name ? r->performer_name : "Social prescribing service");
     }
     return 0;
 }

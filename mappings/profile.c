@@ -26,6 +26,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "spbridge/log.h"
 #include "spbridge/transform.h"
 
 #ifndef SPB_CONFORMANCE_DIR
@@ -65,6 +66,7 @@ typedef enum {
     T_MAP,
     T_UUID,
     T_COLLAPSE,
+    T_SPLIT, /* always the last step: one value becomes several (arg: "", name.PART) */
 } step_kind;
 
 typedef struct tstep {
@@ -211,6 +213,32 @@ static int find_map(const spb_profile *p, const char *name)
     return -1;
 }
 
+/* `split` alone cuts a value at white space into several values, so it belongs on a list
+ * field; `split name.PART` reads one part of a whole personal name ("Dr Priya Shah",
+ * "SHAH, Priya") and can feed a scalar. */
+static int split_arg_valid(load_state *st, const char *args, const char *field)
+{
+    int id = spb_field_lookup(field);
+    if (strcmp(args, "name.prefix") == 0 || strcmp(args, "name.given") == 0 ||
+        strcmp(args, "name.family") == 0)
+        return 1;
+    if (args[0] != '\0') {
+        load_error(st, st->line,
+                   "split for %s takes nothing or one of name.prefix, name.given, name.family, "
+                   "not '%s'",
+                   field, args);
+        return 0;
+    }
+    if (id >= 0 && spb_fields[id].type != SPB_FT_LIST) {
+        load_error(st, st->line,
+                   "split gives several values but %s holds one; use it on a list field (such "
+                   "as patient.given) or use split name.PART",
+                   field);
+        return 0;
+    }
+    return 1;
+}
+
 static void parse_transform(load_state *st, transform *t, const char *value, const char *field)
 {
     char buf[512];
@@ -295,6 +323,11 @@ static void parse_transform(load_state *st, transform *t, const char *value, con
             }
             snprintf(s->arg, sizeof(s->arg), "%s", fmt);
             s->zone = strcasecmp(zone, "utc") == 0 ? SPB_ZONE_UTC : SPB_ZONE_UK;
+        } else if (strcmp(tok, "split") == 0) {
+            s->kind = T_SPLIT;
+            if (!split_arg_valid(st, args, field))
+                return;
+            snprintf(s->arg, sizeof(s->arg), "%s", args);
         } else if (strcmp(tok, "map") == 0) {
             s->kind = T_MAP;
             if (*args == '\0') {
@@ -305,11 +338,16 @@ static void parse_transform(load_state *st, transform *t, const char *value, con
         } else {
             load_error(st, st->line,
                        "unknown transform '%s' for %s (known: upper, lower, digits, boolean, "
-                       "uuid, collapse, date FMT, datetime FMT [uk|utc], map NAME)",
+                       "uuid, collapse, date FMT, datetime FMT [uk|utc], map NAME, split "
+                       "[name.prefix|name.given|name.family])",
                        tok, field);
             return;
         }
         t->n++;
+        if (s->kind == T_SPLIT && save != NULL) {
+            load_error(st, st->line, "split must be the last transform step for %s", field);
+            return;
+        }
     }
 }
 
@@ -1021,7 +1059,27 @@ static int value_error(eval *ev, xmlNodePtr where, int fallback_line, int code, 
     return code;
 }
 
-/* Applies one field's transform chain in place. */
+/* A map value (or its '*' fallback) that means "leave the field out". */
+#define MAP_OMIT          "(omit)"
+#define TRANSFORM_OMITTED 1
+
+/* A value no map entry knows, left out as the map's '*' fallback says: the event goes on
+ * without the field, and the log says which value and which map so an engineer can add it. */
+static void warn_left_out(eval *ev, spb_field_id id, const char *val, const vmap *m,
+                          xmlNodePtr where, int event_line)
+{
+    char line[16];
+    xmlNodePtr at = where != NULL && where->type == XML_ATTRIBUTE_NODE ? where->parent : where;
+    snprintf(line, sizeof(line), "%d", at != NULL ? (int)xmlGetLineNo(at) : event_line);
+    spb_log(SPB_LOG_WARN, "value_left_out", "file", ev->docname, "line", line, "field",
+            spb_fields[id].name, "value", spb_fields[id].sensitive ? "(withheld)" : val, "map",
+            m->name, "dialect", ev->p->name, "reason",
+            "the value is not in the map, whose '*' fallback says to leave the field out",
+            (const char *)NULL);
+}
+
+/* Applies one field's transform chain in place. Returns 0, TRANSFORM_OMITTED (the value is
+ * to be left out; `val` then says why) or a negative spb_code with the error set. */
 static int apply_transform(eval *ev, spb_field_id id, char *val, size_t val_size, xmlNodePtr where,
                            int event_line)
 {
@@ -1099,6 +1157,8 @@ static int apply_transform(eval *ev, spb_field_id id, char *val, size_t val_size
             snprintf(val, val_size, "%s", tmp);
             break;
         }
+        case T_SPLIT:
+            break; /* the last step: take_value turns the value into several */
         case T_MAP: {
             const vmap *m = &ev->p->maps[s->map];
             const char *found = NULL;
@@ -1108,8 +1168,19 @@ static int apply_transform(eval *ev, spb_field_id id, char *val, size_t val_size
                     break;
                 }
             }
-            if (found != NULL) {
+            /* left out: `val` then says why, for `mappings explain` */
+            if (found != NULL && strcmp(found, MAP_OMIT) == 0) {
+                snprintf(val, val_size, "(left out: map.%s says so)", m->name);
+                return TRANSFORM_OMITTED;
+            } else if (found != NULL) {
                 snprintf(tmp, sizeof(tmp), "%s", found);
+            } else if (m->fallback != NULL && strcmp(m->fallback, MAP_OMIT) == 0) {
+                warn_left_out(ev, id, val, m, where, event_line);
+                snprintf(tmp, sizeof(tmp),
+                         "(left out: '%.60s' is not in map.%s, whose '*' is (omit))",
+                         spb_fields[id].sensitive ? "(withheld)" : val, m->name);
+                snprintf(val, val_size, "%s", tmp);
+                return TRANSFORM_OMITTED;
             } else if (m->fallback != NULL) {
                 const char *hole = strstr(m->fallback, "{}");
                 if (hole != NULL)
@@ -1185,20 +1256,102 @@ static int check_value(eval *ev, spb_field_id id, const char *val, xmlNodePtr wh
     return 0;
 }
 
+typedef int (*add_fn)(spb_event *, spb_field_id, const char *, void *);
+
+/* Checks, traces and adds one final value; 1 if added. */
+static int add_final(eval *ev, spb_field_id id, const expr *e, const char *raw, const char *val,
+                     xmlNodePtr where, int event_line, spb_event *out_ev, add_fn add,
+                     void *add_user)
+{
+    int rc = check_value(ev, id, val, where, event_line);
+    if (rc == 0 && ev->ops->trace != NULL)
+        ev->ops->trace(ev->ops->user, spb_fields[id].name, e->text, e->line,
+                       spb_fields[id].sensitive ? "(withheld)" : raw, val);
+    if (rc == 0)
+        rc = add(out_ev, id, val, add_user);
+    return rc < 0 ? rc : 1;
+}
+
+/* The words of one part of `val` after a final split step, space-separated, in `out`. */
+static void split_words(const tstep *s, const char *val, char *out, size_t size)
+{
+    spb_name_parts parts;
+    if (s->arg[0] == '\0') {
+        snprintf(out, size, "%s", val);
+        return;
+    }
+    spb_name_split(val, &parts);
+    snprintf(out, size, "%s",
+             strcmp(s->arg, "name.prefix") == 0  ? parts.prefix
+             : strcmp(s->arg, "name.given") == 0 ? parts.given
+                                                 : parts.family);
+}
+
+/*
+ * Turns one raw value found by a field's expression into zero or more values of the
+ * field: normalised, transformed, checked, traced and added. A final `split` step makes
+ * several values of one (only the first is kept for a scalar); a map that leaves the value
+ * out adds nothing. Returns how many values were added, or a negative spb_code.
+ */
+static int take_value(eval *ev, spb_field_id id, const expr *e, const char *raw, xmlNodePtr where,
+                      int event_line, spb_event *out_ev, add_fn add, void *add_user)
+{
+    const transform *t = &ev->p->transforms[id];
+    char val[VALUE_MAX], words[VALUE_MAX];
+    int len = normalise(val, sizeof(val), raw, id == SPB_F_EVENT_NOTE);
+    int rc, added = 0;
+
+    if (len < 0) {
+        value_error(ev, where, event_line, SPB_ETOOBIG, SPB_ISSUE_TOO_LONG,
+                    "%s is longer than %d bytes", spb_fields[id].name, VALUE_MAX - 1);
+        spb_err_hint(ev->err, "shorten the text at the source");
+        return SPB_ETOOBIG;
+    }
+    if (len == 0)
+        return 0;
+    rc = apply_transform(ev, id, val, sizeof(val), where, event_line);
+    if (rc < 0)
+        return rc;
+    if (rc == TRANSFORM_OMITTED) {
+        if (ev->ops->trace != NULL)
+            ev->ops->trace(ev->ops->user, spb_fields[id].name, e->text, e->line,
+                           spb_fields[id].sensitive ? "(withheld)" : raw, val);
+        return 0;
+    }
+    if (val[0] == '\0')
+        return 0;
+    if (t->n == 0 || t->steps[t->n - 1].kind != T_SPLIT)
+        return add_final(ev, id, e, raw, val, where, event_line, out_ev, add, add_user);
+    split_words(&t->steps[t->n - 1], val, words, sizeof(words));
+    for (char *w = words, *next; *w != '\0'; w = next) {
+        next = strchr(w, ' ');
+        if (next != NULL)
+            *next++ = '\0';
+        else
+            next = w + strlen(w);
+        rc = add_final(ev, id, e, raw, w, where, event_line, out_ev, add, add_user);
+        if (rc < 0)
+            return rc;
+        added++;
+        if (spb_fields[id].type != SPB_FT_LIST && strcmp(t->steps[t->n - 1].arg, "name.given"))
+            break; /* a scalar keeps one value; name.prefix/family are already whole */
+    }
+    return added;
+}
+
 /*
  * Evaluates one field's expression(s) with the context node already set and yields the
  * values found (after transforms) to `add`. For scalars only the first value is kept.
  */
-static int eval_field(eval *ev, spb_field_id id, spb_event *out_ev, int event_line,
-                      int (*add)(spb_event *, spb_field_id, const char *, void *), void *add_user)
+static int eval_field(eval *ev, spb_field_id id, spb_event *out_ev, int event_line, add_fn add,
+                      void *add_user)
 {
     const alt_list *al = &ev->p->fields[id];
     xmlNodePtr ctx_node = ev->ctxt->node;
     int want_all = spb_fields[id].type == SPB_FT_LIST;
-    char val[VALUE_MAX];
+    int rc = 0;
 
-    (void)out_ev;
-    for (int k = 0; k < al->n; k++) {
+    for (int k = 0; k < al->n && rc == 0; k++) {
         const expr *e = &al->e[k];
         xmlXPathObjectPtr res;
         int found = 0;
@@ -1213,81 +1366,31 @@ static int eval_field(eval *ev, spb_field_id id, spb_event *out_ev, int event_li
                                ev->p->path, e->line);
         if (res->type == XPATH_NODESET) {
             int n = res->nodesetval ? res->nodesetval->nodeNr : 0;
-            for (int i = 0; i < n; i++) {
+            for (int i = 0; i < n && rc >= 0 && !(found && !want_all); i++) {
                 xmlNodePtr node = res->nodesetval->nodeTab[i];
                 xmlChar *raw = xmlXPathCastNodeToString(node);
-                int len = normalise(val, sizeof(val), raw ? (const char *)raw : "",
-                                    id == SPB_F_EVENT_NOTE);
-                int rc;
-                if (len < 0) {
-                    xmlFree(raw);
-                    xmlXPathFreeObject(res);
-                    value_error(ev, node, event_line, SPB_ETOOBIG, SPB_ISSUE_TOO_LONG,
-                                "%s is longer than %d bytes", spb_fields[id].name, VALUE_MAX - 1);
-                    spb_err_hint(ev->err, "shorten the text at the source");
-                    return SPB_ETOOBIG;
-                }
-                if (len == 0) {
-                    xmlFree(raw);
-                    continue;
-                }
-                rc = apply_transform(ev, id, val, sizeof(val), node, event_line);
-                if (rc == 0 && val[0] != '\0')
-                    rc = check_value(ev, id, val, node, event_line);
-                if (rc == 0 && ev->ops->trace != NULL)
-                    ev->ops->trace(ev->ops->user, spb_fields[id].name, e->text, e->line,
-                                   spb_fields[id].sensitive ? "(withheld)" : (const char *)raw,
-                                   val);
+                rc = take_value(ev, id, e, raw ? (const char *)raw : "", node, event_line, out_ev,
+                                add, add_user);
+                found |= rc > 0;
                 xmlFree(raw);
-                if (rc == 0 && val[0] != '\0') {
-                    rc = add(out_ev, id, val, add_user);
-                    found = 1;
-                }
-                if (rc < 0) {
-                    xmlXPathFreeObject(res);
-                    return rc;
-                }
-                if (found && !want_all)
-                    break;
             }
         } else {
             xmlChar *raw = xmlXPathCastToString(res);
-            int len =
-                normalise(val, sizeof(val), raw ? (const char *)raw : "", id == SPB_F_EVENT_NOTE);
-            int rc = 0;
-            if (len < 0) {
-                xmlFree(raw);
-                xmlXPathFreeObject(res);
-                value_error(ev, ctx_node, event_line, SPB_ETOOBIG, SPB_ISSUE_TOO_LONG,
-                            "%s is longer than %d bytes", spb_fields[id].name, VALUE_MAX - 1);
-                return SPB_ETOOBIG;
-            }
-            if (len > 0) {
-                rc = apply_transform(ev, id, val, sizeof(val), ctx_node, event_line);
-                if (rc == 0 && val[0] != '\0')
-                    rc = check_value(ev, id, val, ctx_node, event_line);
-                if (rc == 0 && ev->ops->trace != NULL)
-                    ev->ops->trace(ev->ops->user, spb_fields[id].name, e->text, e->line,
-                                   spb_fields[id].sensitive ? "(withheld)" : (const char *)raw,
-                                   val);
-                if (rc == 0 && val[0] != '\0') {
-                    rc = add(out_ev, id, val, add_user);
-                    found = 1;
-                }
-            }
+            rc = take_value(ev, id, e, raw ? (const char *)raw : "", ctx_node, event_line, out_ev,
+                            add, add_user);
+            found = rc > 0;
             xmlFree(raw);
-            if (rc < 0) {
-                xmlXPathFreeObject(res);
-                return rc;
-            }
         }
         xmlXPathFreeObject(res);
         ev->ctxt->node = ctx_node;
+        if (rc < 0)
+            return rc;
+        rc = 0;
         if (found)
             break; /* fallbacks are tried only while nothing is found */
     }
     ev->ctxt->node = ctx_node;
-    return 0;
+    return rc;
 }
 
 static int add_plain(spb_event *e, spb_field_id id, const char *val, void *user)

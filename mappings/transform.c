@@ -384,3 +384,86 @@ int spb_is_fhir_code(const char *s)
     }
     return 1;
 }
+
+static int is_title(const char *w, size_t n)
+{
+    static const char *const titles[] = {"dr",        "mr",  "mrs",  "ms",  "miss", "mx", "prof",
+                                         "professor", "rev", "revd", "sir", "dame", "fr", NULL};
+    if (n > 2 && w[0] == '(' && w[n - 1] == ')') {
+        w++;
+        n -= 2;
+    }
+    if (n > 1 && w[n - 1] == '.')
+        n--;
+    for (size_t i = 0; titles[i] != NULL; i++) {
+        if (strlen(titles[i]) == n && strncasecmp(w, titles[i], n) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Appends one word to a space-separated part, dropping the brackets of "(Dr)". */
+static void append_word(char *part, size_t size, const char *w, size_t n)
+{
+    size_t used = strlen(part);
+    if (n > 2 && w[0] == '(' && w[n - 1] == ')') {
+        w++;
+        n -= 2;
+    }
+    if (used + (used ? 1 : 0) + n + 1 > size)
+        return; /* cut at a word boundary rather than mid-word */
+    if (used)
+        part[used++] = ' ';
+    memcpy(part + used, w, n);
+    part[used + n] = '\0';
+}
+
+void spb_name_split(const char *in, spb_name_parts *out)
+{
+    const char *comma = strchr(in, ',');
+    const char *words = comma ? comma + 1 : in;
+    const char *w[32];
+    size_t wl[32], nw = 0, first = 0, last;
+
+    memset(out, 0, sizeof(*out));
+    if (comma != NULL) {
+        /* "SHAH, Priya": everything before the comma is the family name */
+        const char *f = in, *e = comma;
+        while (f < e && isspace((unsigned char)*f))
+            f++;
+        while (e > f && isspace((unsigned char)e[-1]))
+            e--;
+        append_word(out->family, sizeof(out->family), f, (size_t)(e - f));
+    }
+    for (const char *p = words; *p && nw < 32;) {
+        while (*p && isspace((unsigned char)*p))
+            p++;
+        if (!*p)
+            break;
+        w[nw] = p;
+        while (*p && !isspace((unsigned char)*p))
+            p++;
+        wl[nw] = (size_t)(p - w[nw]);
+        nw++;
+    }
+    /* leading titles, and bracketed ones anywhere, are the prefix */
+    while (first < nw && is_title(w[first], wl[first]) && (comma || first + 1 < nw)) {
+        append_word(out->prefix, sizeof(out->prefix), w[first], wl[first]);
+        first++;
+    }
+    last = nw;
+    while (last > first + 1 && w[last - 1][0] == '(' && is_title(w[last - 1], wl[last - 1])) {
+        append_word(out->prefix, sizeof(out->prefix), w[last - 1], wl[last - 1]);
+        last--;
+    }
+    if (comma == NULL && last > first) {
+        last--; /* the last word is the family name */
+        append_word(out->family, sizeof(out->family), w[last], wl[last]);
+    }
+    for (size_t i = first; i < last; i++) {
+        if (w[i][0] == '(' && is_title(w[i], wl[i]))
+            append_word(out->prefix, sizeof(out->prefix), w[i], wl[i]);
+        else
+            append_word(out->given, sizeof(out->given), w[i], wl[i]);
+    }
+}

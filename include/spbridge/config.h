@@ -100,8 +100,10 @@ int spb_config_load(spb_config *cfg, const char *path, spb_diags *diags, spb_err
 /* Writes the effective settings as INI (for `config show`). */
 void spb_config_dump(const spb_config *cfg, FILE *out);
 
-/* Route function for spb_translate: the practice's service, else default_service. */
-int spb_config_route(void *cfg, const char *practice_ods, spb_route *out, spb_err *err);
+/* Route function for spb_translate: the service whose ods is the referral's recipient, else
+ * the practice's service, else default_service. */
+int spb_config_route(void *cfg, const char *practice_ods, const char *recipient_ods, spb_route *out,
+                     spb_err *err);
 
 /* The service with id `id`, or NULL. */
 const spb_service_cfg *spb_config_service(const spb_config *cfg, const char *id);

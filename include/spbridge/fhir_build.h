@@ -46,8 +46,10 @@ typedef struct spb_referral {
     size_t nrequest_codes;
     const spb_coding *reasons; /* mapped needs for reasonCode */
     size_t nreasons;
-    const char *service_name; /* the social prescribing service (owner/performer) */
-    const char *service_ods;  /* may be NULL: then referenced by display only */
+    /* who is to carry the referral out (ServiceRequest.performer, Task.owner): the
+     * recipient the source names, else the configured social prescribing service */
+    const char *performer_name;
+    const char *performer_ods; /* may be NULL: then referenced by display only */
 } spb_referral;
 
 /* Transaction Bundle for a new referral (conditional creates throughout). */

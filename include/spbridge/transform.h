@@ -41,4 +41,21 @@ int spb_is_absolute_uri(const char *s);
 /* 1 if `s` is a FHIR code (non-empty, no leading/trailing or double whitespace). */
 int spb_is_fhir_code(const char *s);
 
+/* The parts of a personal name written as one string. Each part is space-separated words
+ * ("" when absent); given names are kept in order, so "Amara Grace" is two of them. */
+typedef struct spb_name_parts {
+    char prefix[64];
+    char given[256];
+    char family[128];
+} spb_name_parts;
+
+/*
+ * Splits a whole name as GP systems write one: "Dr Priya Shah" (titles first, family name
+ * last), "SHAH, Priya" or "SHAH, Priya (Dr)" (family name before a comma, a title in
+ * brackets anywhere). A single word is a family name. Titles are the common English ones
+ * (Dr, Mr, Mrs, Ms, Miss, Mx, Prof, Rev, Sir, Dame, ...), with or without a full stop.
+ * Parts longer than their buffers are cut at a word boundary.
+ */
+void spb_name_split(const char *in, spb_name_parts *out);
+
 #endif

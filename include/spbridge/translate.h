@@ -22,8 +22,11 @@ typedef struct spb_route {
     char ods[16]; /* may be empty */
 } spb_route;
 
-/* Chooses the service for a practice; 0, or SPB_ENOTFOUND with err set. */
-typedef int (*spb_route_fn)(void *user, const char *practice_ods, spb_route *out, spb_err *err);
+/* Chooses the service a referral goes to: the service whose ODS code is the referral's
+ * recipient (`recipient_ods`, NULL when the source names none), else the practice's; 0, or
+ * a negative spb_code with err set. */
+typedef int (*spb_route_fn)(void *user, const char *practice_ods, const char *recipient_ods,
+                            spb_route *out, spb_err *err);
 
 typedef struct spb_translate_opts {
     const spb_mapping_set *maps;
@@ -43,6 +46,7 @@ typedef struct spb_translated {
     char event_uuid[SPB_UUID_LEN + 1];  /* this event's own identifier */
     char practice_ods[16];
     char nhs_number[11];
+    char birth_date[16]; /* FHIR date, "" when the source gives none */
     char service_id[64];
     int source_line;
     char trigger_system[128];

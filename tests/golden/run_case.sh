@@ -40,7 +40,7 @@ elif [ -f "$case_dir/source" ]; then
   printf '%s' "$content" >"$input"
 elif [ -f "$case_dir/generate.sh" ]; then
   input="$work/input.xml"
-  bash "$case_dir/generate.sh" >"$input" || fail "generate.sh failed"
+  bash "$case_dir/generate.sh" "$shared" >"$input" || fail "generate.sh failed"
 else
   fail "no input.xml, source or generate.sh"
 fi
@@ -95,7 +95,7 @@ if [ -f "$case_dir/forbidden-stderr" ]; then
   done <"$case_dir/forbidden-stderr"
 fi
 # Logs never carry patient names: no case's stderr may contain a name from its input.
-for name in Jane Example Rahman Asha; do
+for name in Jane Example Rahman Asha Mensah Amara Priya Shah OKAFOR Chidi; do
   if grep -q "$name" "$input" 2>/dev/null && grep -q "$name" "$work/err"; then
     fail "stderr leaks the name '$name'"
   fi

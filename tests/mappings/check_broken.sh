@@ -25,8 +25,8 @@ line_of() { grep -n -m1 -- "$2" "$1" | cut -d: -f1; }
 
 case_ "unknown key in a profile" "dialects/native.ini:$(( $(line_of "$REPO/mappings/dialects/native.ini" '^event.note') + 1 )): error: unknown field 'event.mood'" \
   sed -i '/^event.note/a event.mood = n:mood' dialects/native.ini
-case_ "XPath that does not compile" "dialects/gp2gp.ini:$(line_of "$REPO/mappings/dialects/gp2gp.ini" '^event.priority'): error: XPath for event.priority does not compile" \
-  sed -i 's#^event.priority = hl7:priorityCode/@code#event.priority = hl7:priorityCode[/@code#' dialects/gp2gp.ini
+case_ "XPath that does not compile" "dialects/gp2gp.ini:$(line_of "$REPO/mappings/dialects/gp2gp.ini" '^event.note'): error: XPath for event.note does not compile" \
+  sed -i 's#^event.note = hl7:text#event.note = hl7:text[#' dialects/gp2gp.ini
 case_ "syntax error" "dialects/native.ini:$(( $(line_of "$REPO/mappings/dialects/native.ini" '^\[fields\]') + 1 )): error: syntax error" \
   sed -i '/^\[fields\]/a this line has no equals sign' dialects/native.ini
 case_ "code system map value that is not a URI" "is not a URI" \

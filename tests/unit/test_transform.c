@@ -235,15 +235,47 @@ static void test_is_fhir_code(void **state)
     assert_false(spb_is_fhir_code("a\nb"));
 }
 
+static void expect_name(const char *in, const char *prefix, const char *given, const char *family)
+{
+    spb_name_parts n;
+    spb_name_split(in, &n);
+    assert_string_equal(n.prefix, prefix);
+    assert_string_equal(n.given, given);
+    assert_string_equal(n.family, family);
+}
+
+/* Whole names as GP systems write them in one field, split into FHIR HumanName parts. */
+static void test_name_split(void **state)
+{
+    (void)state;
+    expect_name("Dr Priya Shah", "Dr", "Priya", "Shah");
+    expect_name("  Amara   Grace  Mensah ", "", "Amara Grace", "Mensah");
+    expect_name("SHAH, Priya", "", "Priya", "SHAH");
+    expect_name("OKAFOR, Chidi James (Dr)", "Dr", "Chidi James", "OKAFOR");
+    expect_name("Priya Shah (Dr)", "Dr", "Priya", "Shah");
+    expect_name("Prof. Dr Anne Lee", "Prof. Dr", "Anne", "Lee");
+    expect_name("Shah", "", "", "Shah");
+    expect_name("Dr", "", "", "Dr");              /* a lone word is a family name, even a title */
+    expect_name("John Lord", "", "John", "Lord"); /* titles count only in front */
+    expect_name("", "", "", "");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hl7_winter_and_summer),    cmocka_unit_test(test_hl7_precision_kept),
-        cmocka_unit_test(test_hl7_explicit_offset),      cmocka_unit_test(test_hl7_invalid),
-        cmocka_unit_test(test_uk_offset_bst_boundaries), cmocka_unit_test(test_iso),
-        cmocka_unit_test(test_is_fhir_datetime),         cmocka_unit_test(test_pattern),
-        cmocka_unit_test(test_unknown_format),           cmocka_unit_test(test_parse_boolean),
-        cmocka_unit_test(test_is_absolute_uri),          cmocka_unit_test(test_is_fhir_code),
+        cmocka_unit_test(test_hl7_winter_and_summer),
+        cmocka_unit_test(test_hl7_precision_kept),
+        cmocka_unit_test(test_hl7_explicit_offset),
+        cmocka_unit_test(test_hl7_invalid),
+        cmocka_unit_test(test_uk_offset_bst_boundaries),
+        cmocka_unit_test(test_iso),
+        cmocka_unit_test(test_is_fhir_datetime),
+        cmocka_unit_test(test_pattern),
+        cmocka_unit_test(test_unknown_format),
+        cmocka_unit_test(test_parse_boolean),
+        cmocka_unit_test(test_is_absolute_uri),
+        cmocka_unit_test(test_is_fhir_code),
+        cmocka_unit_test(test_name_split),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
