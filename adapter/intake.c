@@ -43,6 +43,48 @@ static json_t *outcome_with_id(const spb_err *err, const char *parked_id)
     return oo;
 }
 
+/*
+ * An event that acts on an earlier referral (a cancellation) for another patient or another
+ * practice, or one that names no referral spbridge holds, would change the wrong record on
+ * the service's server: the whole document is refused (nothing stored, nothing sent),
+ * parked for replay and audited. Returns 1 when it refused the document (out is filled).
+ */
+static int refuse_bad_links(spb_runtime *rt, spb_store *store, const spb_translation *tr,
+                            const char *data, size_t len, const spb_intake_meta *meta,
+                            spb_intake_outcome *out)
+{
+    spb_err err, perr;
+    char parked[SPB_UUID_LEN + 1] = "";
+    size_t bad = 0;
+    int rc;
+
+    spb_err_clear(&err);
+    spb_err_clear(&perr);
+    rc = spb_store_check_links(store, tr, &bad, &err);
+    if (rc == 0)
+        return 0;
+    if (rc != SPB_EINVALID && rc != SPB_EAUTH) {
+        spb_log_err("intake_store_failed", &err);
+        spb_err_hint(&err, "nothing was stored; send the document again");
+        out->http_status = rc == SPB_ERETRY ? 503 : 500;
+        out->body = spb_fhir_operation_outcome(&err);
+        return 1;
+    }
+    spb_err_where(&err, meta->source_name, tr->items[bad].source_line, 0, NULL);
+    if (spb_store_park(store, meta, data, len, &err, parked, &perr) < 0)
+        spb_log_err("park_failed", &perr);
+    spb_store_audit(store, meta->identity, tr->items[bad].practice_ods, tr->items[bad].source_uuid,
+                    "refused", rc == SPB_EAUTH ? "forbidden" : "wrong_link", err.message, &perr);
+    spb_log(SPB_LOG_WARN, "intake_refused", "identity", meta->identity, "channel", meta->channel,
+            "source", meta->source_name, "parked", parked, "referral", tr->items[bad].source_uuid,
+            "code", spb_code_name(err.code), "error", err.message, "fix", err.hint,
+            (const char *)NULL);
+    atomic_fetch_add(&rt->metrics.refused, 1);
+    out->http_status = spb_http_status_for(&err);
+    out->body = outcome_with_id(&err, parked);
+    return 1;
+}
+
 void spb_intake_document(spb_runtime *rt, spb_store *store, const char *data, size_t len,
                          const spb_intake_meta *meta, const char *acting_ods, const char *dialect,
                          spb_intake_outcome *out)
@@ -127,6 +169,10 @@ void spb_intake_document(spb_runtime *rt, spb_store *store, const char *data, si
             spb_translation_clear(&tr);
             return;
         }
+    }
+    if (refuse_bad_links(rt, store, &tr, data, len, meta, out)) {
+        spb_translation_clear(&tr);
+        return;
     }
     rc = spb_store_intake(store, &tr, meta, items, sizeof(items) / sizeof(items[0]), &nitems, &err);
     if (rc < 0) {

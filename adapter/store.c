@@ -41,7 +41,8 @@ static const char *schema_sql =
     "  mapping_version TEXT,"
     "  trigger_code TEXT,"
     "  channel TEXT, identity TEXT, source_name TEXT,"
-    "  received_at INTEGER NOT NULL);"
+    "  received_at INTEGER NOT NULL,"
+    "  nhs_number TEXT, birth_date TEXT);" /* the patient: checked by later events */
     "CREATE INDEX IF NOT EXISTS events_referral ON events(referral);"
     "CREATE TABLE IF NOT EXISTS outbox("
     "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -221,6 +222,22 @@ static int migrate(spb_store *s, spb_err *err)
         if (rc < 0)
             return rc;
     }
+    if (!has_column(s, "events", "nhs_number")) {
+        /* stores from before the patient check; inside a transaction and checked again,
+         * since several threads open the store at start */
+        int rc = spb__exec(s, "BEGIN IMMEDIATE", err);
+        if (rc == 0 && !has_column(s, "events", "nhs_number"))
+            rc = spb__exec(s,
+                           "ALTER TABLE events ADD COLUMN nhs_number TEXT;"
+                           "ALTER TABLE events ADD COLUMN birth_date TEXT;",
+                           err);
+        if (rc == 0)
+            rc = spb__exec(s, "COMMIT", err);
+        else
+            rollback(s);
+        if (rc < 0)
+            return rc;
+    }
     if (!has_column(s, "referrals", "task_business_status")) {
         int rc = spb__exec(s, "ALTER TABLE referrals ADD COLUMN task_business_status TEXT", err);
         if (rc < 0)
@@ -376,7 +393,7 @@ int spb_store_intake(spb_store *s, const spb_translation *tr, const spb_intake_m
         spb__prep(s,
                   "INSERT INTO events(id, source_key, practice, event_uuid, referral, kind, "
                   "dialect, mapping_version, trigger_code, channel, identity, source_name, "
-                  "received_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                  "received_at, nhs_number, birth_date) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                   err);
     ins_outbox = spb__prep(s,
                            "INSERT INTO outbox(event_id, referral, practice, service_id, kind, "
@@ -427,6 +444,8 @@ int spb_store_intake(spb_store *s, const spb_translation *tr, const spb_intake_m
         spb__bind_text(ins_event, 11, meta->identity);
         spb__bind_text(ins_event, 12, meta->source_name);
         sqlite3_bind_int64(ins_event, 13, now);
+        spb__bind_text(ins_event, 14, t->nhs_number);
+        spb__bind_text(ins_event, 15, t->birth_date[0] ? t->birth_date : NULL);
         if (sqlite3_step(ins_event) != SQLITE_DONE) {
             rc = spb__db_error(s, err, "insert event");
             goto out;
@@ -473,6 +492,132 @@ out:
         rollback(s);
         *n = 0;
     }
+    return rc;
+}
+
+/* The patient an earlier event was for: 1 found (practice, nhs, birth filled), 0 not. */
+typedef struct linked_event {
+    char practice[16];
+    char nhs_number[16];
+    char birth_date[16];
+} linked_event;
+
+static int read_linked(sqlite3_stmt *st, linked_event *out)
+{
+    const unsigned char *v;
+    memset(out, 0, sizeof(*out));
+    if (sqlite3_step(st) != SQLITE_ROW)
+        return 0;
+    v = sqlite3_column_text(st, 0);
+    snprintf(out->practice, sizeof(out->practice), "%s", v ? (const char *)v : "");
+    v = sqlite3_column_text(st, 1);
+    snprintf(out->nhs_number, sizeof(out->nhs_number), "%s", v ? (const char *)v : "");
+    v = sqlite3_column_text(st, 2);
+    snprintf(out->birth_date, sizeof(out->birth_date), "%s", v ? (const char *)v : "");
+    return 1;
+}
+
+/* The referral `referral` as received: from the store, else earlier in this document. */
+static int find_referral(sqlite3_stmt *st, const spb_translation *tr, size_t before,
+                         const char *referral, linked_event *out)
+{
+    sqlite3_reset(st);
+    spb__bind_text(st, 1, referral);
+    if (read_linked(st, out))
+        return 1;
+    for (size_t k = 0; k < before; k++) {
+        const spb_translated *e = &tr->items[k];
+        if (e->kind == SPB_KIND_REFERRAL && strcmp(e->source_uuid, referral) == 0) {
+            snprintf(out->practice, sizeof(out->practice), "%s", e->practice_ods);
+            snprintf(out->nhs_number, sizeof(out->nhs_number), "%s", e->nhs_number);
+            snprintf(out->birth_date, sizeof(out->birth_date), "%s", e->birth_date);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* 0 if `t` is for the patient `was` was for, else SPB_EINVALID with err set. */
+static int same_patient(const spb_translated *t, const linked_event *was, const char *what,
+                        spb_err *err)
+{
+    const char *differs = NULL;
+    if (was->nhs_number[0] != '\0' && strcmp(was->nhs_number, t->nhs_number) != 0)
+        differs = "NHS number";
+    else if (was->birth_date[0] != '\0' && t->birth_date[0] != '\0' &&
+             strcmp(was->birth_date, t->birth_date) != 0)
+        differs = "birth date";
+    if (differs == NULL)
+        return 0;
+    spb_err_set(err, SPB_EINVALID, SPB_ISSUE_INVARIANT,
+                "the %s event is for another patient than %s %s (the %s differs); nothing was "
+                "stored or sent",
+                spb_event_kind_name(t->kind), what, t->source_uuid, differs);
+    spb_err_hint(err, "check the patient in the GP record: an event about a referral must carry "
+                      "the referral's patient");
+    return SPB_EINVALID;
+}
+
+static int check_link(sqlite3_stmt *by_source, sqlite3_stmt *by_referral, const spb_translation *tr,
+                      size_t i, spb_err *err)
+{
+    const spb_translated *t = &tr->items[i];
+    linked_event was;
+    char key[80];
+
+    snprintf(key, sizeof(key), "%s|%s", t->practice_ods, t->event_uuid);
+    sqlite3_reset(by_source);
+    spb__bind_text(by_source, 1, key);
+    if (read_linked(by_source, &was) && same_patient(t, &was, "its first copy, referral", err) < 0)
+        return SPB_EINVALID;
+    if (strcmp(t->source_uuid, t->event_uuid) == 0)
+        return 0; /* refers to no earlier referral */
+    if (!find_referral(by_referral, tr, i, t->source_uuid, &was)) {
+        spb_err_set(err, SPB_EINVALID, SPB_ISSUE_NOT_FOUND,
+                    "the %s names referral %s, which spbridge has not received; nothing was "
+                    "stored or sent",
+                    spb_event_kind_name(t->kind), t->source_uuid);
+        spb_err_hint(err, "send the referral first (this input is kept and can be replayed), "
+                          "or correct the referral id the event names");
+        return SPB_EINVALID;
+    }
+    if (strcmp(was.practice, t->practice_ods) != 0) {
+        spb_err_set(err, SPB_EAUTH, SPB_ISSUE_SECURITY,
+                    "the %s names referral %s, which practice %s sent, not %s",
+                    spb_event_kind_name(t->kind), t->source_uuid, was.practice, t->practice_ods);
+        spb_err_hint(err, "a practice may act only on its own referrals");
+        return SPB_EAUTH;
+    }
+    return same_patient(t, &was, "referral", err);
+}
+
+int spb_store_check_links(spb_store *s, const spb_translation *tr, size_t *bad, spb_err *err)
+{
+    sqlite3_stmt *by_source = NULL, *by_referral = NULL;
+    int rc = 0;
+
+    *bad = 0;
+    by_source = spb__prep(s,
+                          "SELECT practice, nhs_number, birth_date FROM events "
+                          "WHERE source_key = ?",
+                          err);
+    by_referral = spb__prep(s,
+                            "SELECT practice, nhs_number, birth_date FROM events "
+                            "WHERE referral = ? AND kind = 'referral' "
+                            "ORDER BY received_at LIMIT 1",
+                            err);
+    if (by_source == NULL || by_referral == NULL) {
+        rc = SPB_ERR;
+        goto out;
+    }
+    for (size_t i = 0; i < tr->n && rc == 0; i++) {
+        rc = check_link(by_source, by_referral, tr, i, err);
+        if (rc < 0)
+            *bad = i;
+    }
+out:
+    sqlite3_finalize(by_source);
+    sqlite3_finalize(by_referral);
     return rc;
 }
 

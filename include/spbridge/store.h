@@ -59,6 +59,18 @@ int spb_store_intake(spb_store *s, const spb_translation *tr, const spb_intake_m
                      spb_intake_item *items, size_t max, size_t *n, spb_err *err);
 
 /*
+ * Checks, before a translation is stored, that no event of it could act on another
+ * patient's or another practice's referral: an event that refers to an earlier referral (a
+ * cancellation) must name one received before (or earlier in the same document) from the
+ * same practice, for the same patient (NHS number, and birth date when both give one); an
+ * event received before must come again for the same patient. Returns 0; SPB_EINVALID
+ * (unknown referral, other patient) or SPB_EAUTH (other practice) with `*bad` the index of
+ * the offending event and err saying why without patient values; or another negative code
+ * when the store cannot be read.
+ */
+int spb_store_check_links(spb_store *s, const spb_translation *tr, size_t *bad, spb_err *err);
+
+/*
  * Keeps a refused input for replay: the body, who sent it and the error. Writes the
  * audit record in the same transaction. `id_out` receives the parked input's id.
  */

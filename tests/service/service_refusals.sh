@@ -48,5 +48,50 @@ check "the cross-practice post is audited" grep -q '^refused:forbidden' "$WORK/a
 check "the unmapped code is audited" grep -q '^refused:unmapped' "$WORK/audit.txt"
 check "a good referral is still accepted afterwards" [ "$(post "$WORK/r1.xml")" = 202 ]
 check "  and delivered" wait_until 15 sr_is "$(event_uuid 1)" 1
+
+# Cancellations act on an earlier referral: only for its patient, from its practice.
+cancellation() { # REFERRAL-N NHS-N PRACTICE FILE
+  cat >"$4" <<XML
+<?xml version="1.0" encoding="UTF-8"?>
+<event xmlns="urn:spbridge:native:1" id="$(event_uuid $((900 + $1 + $2)))" kind="cancellation">
+  <practice ods="$3"/>
+  <recorded>2026-11-21T09:00:00+00:00</recorded>
+  <patient><nhsNumber>$(nhs_number "$2")</nhsNumber></patient>
+  <code system="http://snomed.info/sct" code="871731000000106"/>
+  <cancels>$(event_uuid "$1")</cancels>
+</event>
+XML
+}
+before=$(rows)
+cancellation 1 2 B83002 "$WORK/c-other-patient.xml"
+check "a cancellation of referral 1 for another patient: 422" \
+  [ "$(post "$WORK/c-other-patient.xml")" = 422 ]
+check "  saying it is another patient (NHS number), naming the referral" \
+  jq -e --arg r "$(event_uuid 1)" '.issue[0].diagnostics | test("another patient") and
+    test("NHS number differs") and contains($r)' "$WORK/resp.json"
+check "  without either NHS number in the answer" \
+  bash -c "! grep -qE '$(nhs_number 1)|$(nhs_number 2)' '$WORK/resp.json'"
+check "  parked for replay" jq -e '.id | length == 36' "$WORK/resp.json"
+cancellation 77 1 B83002 "$WORK/c-unknown.xml"
+check "a cancellation of a referral spbridge never received: 422" \
+  [ "$(post "$WORK/c-unknown.xml")" = 422 ]
+check "  saying so" jq -e '.issue[0].diagnostics | test("has not received")' "$WORK/resp.json"
+cancellation 1 1 Y01234 "$WORK/c-other-practice.xml"
+check "practice Y01234 cancelling B83002's referral: 403" \
+  [ "$(post "$WORK/c-other-practice.xml" practice-Y01234)" = 403 ]
+check "  naming the practice that sent it" \
+  jq -e '.issue[0].diagnostics | test("practice B83002 sent")' "$WORK/resp.json"
+check "none of them stored or queued anything" [ "$(rows)" = "$before" ]
+sqlite3 "$WORK/var/spbridge.db" "SELECT step || ':' || result FROM audit" >"$WORK/audit.txt"
+check "the wrong-patient and unknown-referral cancellations are audited" \
+  [ "$(grep -c '^refused:wrong_link' "$WORK/audit.txt")" = 2 ]
+sleep 1
+check "the service's Task for referral 1 is still requested" \
+  peer_task_status_is "$(event_uuid 1)" requested
+cancellation 1 1 B83002 "$WORK/c-right.xml"
+check "the cancellation for the right patient is accepted (202)" \
+  [ "$(post "$WORK/c-right.xml")" = 202 ]
+check "  and the Task is cancelled on the server" \
+  wait_until 15 peer_task_status_is "$(event_uuid 1)" cancelled
 stop_spb
 finish
