@@ -26,6 +26,8 @@ CLERK = "BB811863-B9FB-4283-A19E-92D077EA403D"  # Clerical Worker (titled "Dr")
 SERVICE = "5E1A0C3B-7D2F-4A68-9B1C-0D2E3F405162"  # added: a configured SP service
 HUB = "6F2B1D4C-8E30-4B79-AC2D-1E3F40516273"  # added: a community hub, no ODS code
 OTHER = "7A3C2E5D-9F41-4C8A-BD3E-2F4051627384"  # added: another organisation with ODS
+LINK_WORKER = "8B4D3F6E-A052-4D9B-8E4F-305162738495"  # added: a link worker at X26SP1
+LONE_WORKER = "9C5E4A7F-B163-4EAC-9F50-4162738495A6"  # added: a link worker, no organisation
 
 
 def replace_once(text, old, new):
@@ -147,7 +149,51 @@ def admin_author(text):
     ])
 
 
-SCENARIOS = {"addressed": addressed, "other-org": other_org, "admin-author": admin_author}
+def person_agent(agent_id, given, family, org=None):
+    represented = ""
+    if org:
+        represented = (f'<representedOrganization classCode="ORG" determinerCode="INSTANCE">'
+                       f'<id root="{ODS}" extension="{org[0]}"/><name>{org[1]}</name>'
+                       f'</representedOrganization>')
+    return (f'<part typeCode="PART"><Agent classCode="AGNT"><id root="{agent_id}"/>'
+            f'<code nullFlavor="UNK"><originalText>Link Worker</originalText></code>'
+            f'<agentPerson classCode="PSN" determinerCode="INSTANCE"><name><given>{given}'
+            f'</given><family>{family}</family></name></agentPerson>{represented}</Agent></part>')
+
+
+def bare_extract(text):
+    """The EhrExtract alone, as some GP systems post it without the HL7 wrapper."""
+    start = text.index("<EhrExtract ")
+    end = text.index("</EhrExtract>") + len("</EhrExtract>")
+    body = text[start:end].replace("<EhrExtract ", '<EhrExtract xmlns="urn:hl7-org:v3" ', 1)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + body + "\n"
+
+
+def link_workers(text):
+    """A bare EhrExtract with two referrals addressed to named link workers: one who works
+    for the configured service X26SP1 (the recipient is that organisation), one with no
+    organisation in the record (the recipient is known by name only)."""
+    text = add_agents(text, [
+        person_agent(LINK_WORKER, "Jo", "Ambler", ("X26SP1", "Wharfedale Social Prescribing Service")),
+        person_agent(LONE_WORKER, "Sam", "Keighley")])
+    text = add_requests(text, [
+        request("4EAD7C6B-5A8F-4E9D-8B1A-0A9F8E7D6C5B", "871731000000106", SNOMED,
+                "Referral to social prescribing service", "20100114104900", recipient=LINK_WORKER,
+                participants=[("PRF", GP_MCAVENUE)], priority="88694003"),
+        request("5FBE8D7C-6B90-4FAE-9C2B-1B0A9F8E7D6C", "871731000000106", SNOMED,
+                "Referral to social prescribing service", "20100114105000", recipient=LONE_WORKER,
+                participants=[("PPRF", GP_WHITCOMBE)]),
+    ])
+    return bare_extract(text)
+
+
+def addressed_uk07(text):
+    """The addressed scenario as an RCMR_IN030000UK07 interaction."""
+    return addressed(text).replace("RCMR_IN030000UK06", "RCMR_IN030000UK07")
+
+
+SCENARIOS = {"addressed": addressed, "addressed-uk07": addressed_uk07, "other-org": other_org,
+             "admin-author": admin_author, "link-workers": link_workers}
 
 if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[2] not in SCENARIOS:

@@ -1,0 +1,3 @@
+#!/usr/bin/env bash
+# A realistic GP2GP record (tests/golden/_gp2gp/make_record.py, scenario link-workers).
+exec python3 "$(dirname "$0")/../_gp2gp/make_record.py" "$1" link-workers
