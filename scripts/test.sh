@@ -2,7 +2,8 @@
 # The whole test suite: install, build, run every CTest test (labels unit, golden,
 # conformance, service, bench), then rebuild under AddressSanitizer + UndefinedBehavior-
 # Sanitizer and run the unit, golden and service tests again (all but the long crash test),
-# and check style (clang-format, banned functions).
+# and check style (clang-format, banned functions, long functions) and that no layer
+# includes a header from a layer above it (scripts/check-layers.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -20,5 +21,6 @@ cmake --build build-asan -j"$jobs"
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --output-on-failure -j"$jobs" -L "unit|golden|service" -E "service.crash")
 
-echo "== style"
+echo "== style and layers"
 scripts/check-style.sh
+scripts/check-layers.sh

@@ -158,84 +158,86 @@ static const char *recipient_of(const spb_event *ev, const char *doc, char *buf,
     return NULL;
 }
 
-static int sink(void *user, spb_event *ev, spb_err *err)
-{
-    static const char *const genders[] = {"male", "female", "other", "unknown", NULL};
-    static const char *const priorities[] = {"routine", "urgent", "asap", "stat", NULL};
-    static const char *const phone_uses[] = {"home", "work", "mobile", "temp", "old", NULL};
-    run *r = user;
-    const spb_cmap_set *cm = spb_mapping_set_cmaps(r->opts->maps);
-    const char *doc = r->name;
+/* One event on its way through the steps of `sink`: what each step found. */
+typedef struct work {
+    const run *r;
+    const spb_cmap_set *cm;
+    const char *doc;
+    spb_event *ev;
     spb_translated item;
     spb_referral ref;
     spb_cmap_match trig;
-    size_t trig_index = 0;
-    int have_trigger;
-    const char *explicit_kind = spb_event_get(ev, SPB_F_EVENT_KIND);
-    const char *v;
+    size_t trig_index;
     spb_coding request_codes[MAX_CODINGS];
     spb_coding reasons[MAX_CODINGS];
     spb_cmap_match reason_matches[MAX_CODINGS];
-    size_t nrequest = 0, nreasons = 0;
+    size_t nrequest, nreasons;
     spb_route route;
     char recipient_buf[16];
     const char *recipient_ods;
-    spb_translated *grown;
-    int rc;
+} work;
 
-    memset(&item, 0, sizeof(item));
-    memset(&ref, 0, sizeof(ref));
-    item.source_line = ev->source_line;
+/* 1. What kind of event: the trigger ConceptMap, or the source's explicit kind. */
+static int classify(work *w, spb_err *err)
+{
+    const spb_event *ev = w->ev;
+    const char *explicit_kind = spb_event_get(ev, SPB_F_EVENT_KIND);
+    int mapped_kind, kind;
 
-    /* 1. What kind of event: the trigger ConceptMap, or the source's explicit kind. */
-    have_trigger = find_trigger(cm, ev, &trig, &trig_index);
-    if (!have_trigger) {
+    if (!find_trigger(w->cm, ev, &w->trig, &w->trig_index)) {
         char fix[SPB_ERR_HINT_MAX];
         snprintf(fix, sizeof(fix), "add the code to the triggers ConceptMap (%s), then replay",
-                 spb_cmap_files(cm, SPB_ROLE_TRIGGERS));
+                 spb_cmap_files(w->cm, SPB_ROLE_TRIGGERS));
         if (ev->ncodes == 0)
-            return fail(err, ev, doc, SPB_EINVALID, SPB_ISSUE_REQUIRED, "codes",
+            return fail(err, ev, w->doc, SPB_EINVALID, SPB_ISSUE_REQUIRED, "codes",
                         "send the event's code (system and code)", "the %s event has no code",
                         explicit_kind);
-        return fail(err, ev, doc, SPB_EUNMAPPED, SPB_ISSUE_CODE_INVALID, "codes", fix,
+        return fail(err, ev, w->doc, SPB_EUNMAPPED, SPB_ISSUE_CODE_INVALID, "codes", fix,
                     "code %s (system %s) has no mapping in the triggers ConceptMap",
                     ev->codes[0].code, ev->codes[0].system);
     }
-    {
-        int mapped_kind = spb_event_kind_parse(trig.target_code);
-        int kind;
-        if (mapped_kind < 0)
-            return fail(err, ev, doc, SPB_ECONFIG, SPB_ISSUE_PROCESSING, "codes",
-                        "trigger targets must be referral, cancellation, declined or "
-                        "signposting",
-                        "the triggers ConceptMap maps %s to '%s', which is not an event kind",
-                        ev->codes[trig_index].code, trig.target_code);
-        kind = mapped_kind;
-        if (explicit_kind != NULL) {
-            int ek = spb_event_kind_parse(explicit_kind);
-            if (ek < 0)
-                return fail(err, ev, doc, SPB_EINVALID, SPB_ISSUE_VALUE, "event.kind",
-                            "use referral, cancellation, declined or signposting",
-                            "event kind '%.40s' is not known", explicit_kind);
-            /* A cancellation withdraws a referral and carries the referral's code. */
-            if (ek != mapped_kind && ek != SPB_KIND_CANCELLATION)
-                return fail(err, ev, doc, SPB_EINVALID, SPB_ISSUE_INVARIANT, "event.kind",
-                            "make the event kind and its code agree",
-                            "the event says it is a %s but its code %s means %s", explicit_kind,
-                            ev->codes[trig_index].code, trig.target_code);
-            kind = ek;
-        }
-        item.kind = (spb_event_kind)kind;
-        ref.kind = item.kind;
+    mapped_kind = spb_event_kind_parse(w->trig.target_code);
+    if (mapped_kind < 0)
+        return fail(err, ev, w->doc, SPB_ECONFIG, SPB_ISSUE_PROCESSING, "codes",
+                    "trigger targets must be referral, cancellation, declined or signposting",
+                    "the triggers ConceptMap maps %s to '%s', which is not an event kind",
+                    ev->codes[w->trig_index].code, w->trig.target_code);
+    kind = mapped_kind;
+    if (explicit_kind != NULL) {
+        int ek = spb_event_kind_parse(explicit_kind);
+        if (ek < 0)
+            return fail(err, ev, w->doc, SPB_EINVALID, SPB_ISSUE_VALUE, "event.kind",
+                        "use referral, cancellation, declined or signposting",
+                        "event kind '%.40s' is not known", explicit_kind);
+        /* A cancellation withdraws a referral and carries the referral's code. */
+        if (ek != mapped_kind && ek != SPB_KIND_CANCELLATION)
+            return fail(err, ev, w->doc, SPB_EINVALID, SPB_ISSUE_INVARIANT, "event.kind",
+                        "make the event kind and its code agree",
+                        "the event says it is a %s but its code %s means %s", explicit_kind,
+                        ev->codes[w->trig_index].code, w->trig.target_code);
+        kind = ek;
     }
-    snprintf(item.trigger_system, sizeof(item.trigger_system), "%s", ev->codes[trig_index].system);
-    snprintf(item.trigger_code, sizeof(item.trigger_code), "%s", ev->codes[trig_index].code);
+    w->item.kind = (spb_event_kind)kind;
+    w->ref.kind = w->item.kind;
+    snprintf(w->item.trigger_system, sizeof(w->item.trigger_system), "%s",
+             ev->codes[w->trig_index].system);
+    snprintf(w->item.trigger_code, sizeof(w->item.trigger_code), "%s",
+             ev->codes[w->trig_index].code);
+    return 0;
+}
 
-    /* 2. Practice, patient, identifiers. */
-    rc = spb_ods_check(item.practice_ods, sizeof(item.practice_ods),
+/* 2. Who and what: the practice, the patient, the event's and the referral's ids. */
+static int identify(work *w, spb_err *err)
+{
+    const spb_event *ev = w->ev;
+    spb_translated *item = &w->item;
+    const char *v;
+    int rc;
+
+    rc = spb_ods_check(item->practice_ods, sizeof(item->practice_ods),
                        spb_event_get(ev, SPB_F_PRACTICE_ODS), err);
     if (rc < 0) {
-        spb_err_where(err, doc, ev->source_line, 0, ev->source_path);
+        spb_err_where(err, w->doc, ev->source_line, 0, ev->source_path);
         if (err->hint[0] == '\0' || spb_event_get(ev, SPB_F_PRACTICE_ODS) == NULL)
             spb_err_hint(err, "the document must say which practice sent it (its ODS code; "
                               "GP2GP: the extract's author, EhrExtract/author/AgentOrgSDS, or "
@@ -243,9 +245,9 @@ static int sink(void *user, spb_event *ev, spb_err *err)
                               "dialect's practice.ods expression");
         return rc;
     }
-    rc = spb_nhs_number_check(item.nhs_number, spb_event_get(ev, SPB_F_PATIENT_NHS_NUMBER), err);
+    rc = spb_nhs_number_check(item->nhs_number, spb_event_get(ev, SPB_F_PATIENT_NHS_NUMBER), err);
     if (rc < 0) {
-        spb_err_where(err, doc, ev->source_line, 0, ev->source_path);
+        spb_err_where(err, w->doc, ev->source_line, 0, ev->source_path);
         if (spb_event_get(ev, SPB_F_PATIENT_NHS_NUMBER) == NULL)
             spb_err_hint(err, "the document must identify the patient by NHS number "
                               "(GP2GP: recordTarget/patient/id/@extension)");
@@ -253,181 +255,244 @@ static int sink(void *user, spb_event *ev, spb_err *err)
     }
     v = spb_event_get(ev, SPB_F_EVENT_ID);
     if (v == NULL)
-        return fail(err, ev, doc, SPB_EINVALID, SPB_ISSUE_REQUIRED, "event.id",
+        return fail(err, ev, w->doc, SPB_EINVALID, SPB_ISSUE_REQUIRED, "event.id",
                     "every event needs its source id (GP2GP: the statement's id/@root)",
                     "the event has no id");
     if (strlen(v) > 200)
-        return fail(err, ev, doc, SPB_EINVALID, SPB_ISSUE_VALUE, "event.id",
+        return fail(err, ev, w->doc, SPB_EINVALID, SPB_ISSUE_VALUE, "event.id",
                     "use an id of at most 200 characters", "the event id is too long");
-    if (to_uuid(item.event_uuid, v, item.practice_ods) < 0)
+    if (to_uuid(item->event_uuid, v, item->practice_ods) < 0)
         return spb_err_set(err, SPB_ERR, SPB_ISSUE_EXCEPTION, "cannot derive an identifier");
-    snprintf(item.source_uuid, sizeof(item.source_uuid), "%s", item.event_uuid);
+    snprintf(item->source_uuid, sizeof(item->source_uuid), "%s", item->event_uuid);
     v = spb_event_get(ev, SPB_F_PATIENT_BIRTH_DATE);
-    snprintf(item.birth_date, sizeof(item.birth_date), "%s", v != NULL ? v : "");
-    if (item.kind == SPB_KIND_CANCELLATION) {
+    snprintf(item->birth_date, sizeof(item->birth_date), "%s", v != NULL ? v : "");
+    if (item->kind == SPB_KIND_CANCELLATION) {
         const char *cancels = spb_event_get(ev, SPB_F_EVENT_CANCELS);
         if (cancels == NULL)
-            return fail(err, ev, doc, SPB_EINVALID, SPB_ISSUE_REQUIRED, "event.cancels",
+            return fail(err, ev, w->doc, SPB_EINVALID, SPB_ISSUE_REQUIRED, "event.cancels",
                         "send the id of the referral being withdrawn",
                         "a cancellation must say which referral it cancels");
-        if (to_uuid(item.source_uuid, cancels, item.practice_ods) < 0)
+        if (to_uuid(item->source_uuid, cancels, item->practice_ods) < 0)
             return spb_err_set(err, SPB_ERR, SPB_ISSUE_EXCEPTION, "cannot derive an identifier");
     }
-    v = spb_event_get(ev, SPB_F_EVENT_RECORDED);
-    if (v == NULL)
-        return fail(err, ev, doc, SPB_EINVALID, SPB_ISSUE_REQUIRED, "event.recorded",
+    return 0;
+}
+
+/* 3. The values FHIR constrains: codes from fixed sets, and the consent to share. */
+static int check_values(work *w, spb_err *err)
+{
+    static const char *const genders[] = {"male", "female", "other", "unknown", NULL};
+    static const char *const priorities[] = {"routine", "urgent", "asap", "stat", NULL};
+    static const char *const phone_uses[] = {"home", "work", "mobile", "temp", "old", NULL};
+    const spb_event *ev = w->ev;
+    const char *v;
+
+    if (spb_event_get(ev, SPB_F_EVENT_RECORDED) == NULL)
+        return fail(err, ev, w->doc, SPB_EINVALID, SPB_ISSUE_REQUIRED, "event.recorded",
                     "send when the entry was recorded (GP2GP: availabilityTime/@value)",
                     "the event has no recorded time");
     v = spb_event_get(ev, SPB_F_PATIENT_GENDER);
     if (v != NULL && !in_set(v, genders))
-        return fail(err, ev, doc, SPB_EINVALID, SPB_ISSUE_VALUE, "patient.gender",
+        return fail(err, ev, w->doc, SPB_EINVALID, SPB_ISSUE_VALUE, "patient.gender",
                     "use male, female, other or unknown, or map the source's codes in the "
                     "dialect profile",
                     "patient gender '%.20s' is not a FHIR administrative gender", v);
     v = spb_event_get(ev, SPB_F_EVENT_PRIORITY);
     if (v != NULL && !in_set(v, priorities))
-        return fail(err, ev, doc, SPB_EINVALID, SPB_ISSUE_VALUE, "event.priority",
+        return fail(err, ev, w->doc, SPB_EINVALID, SPB_ISSUE_VALUE, "event.priority",
                     "use routine, urgent, asap or stat, or map the source's priority codes",
                     "priority '%.40s' is not a FHIR request priority", v);
     v = spb_event_get(ev, SPB_F_PATIENT_PHONE_USE);
     if (v != NULL && !in_set(v, phone_uses))
-        return fail(err, ev, doc, SPB_EINVALID, SPB_ISSUE_VALUE, "patient.phone_use",
+        return fail(err, ev, w->doc, SPB_EINVALID, SPB_ISSUE_VALUE, "patient.phone_use",
                     "use home, work, mobile, temp or old, or map the source's telecom use "
                     "codes in the dialect profile",
                     "telephone use '%.20s' is not a FHIR contact point use", v);
     v = spb_event_get(ev, SPB_F_PATIENT_NHS_VERIFICATION);
     if (v != NULL) {
-        ref.nhs_verification = normalise_verification(v);
-        if (ref.nhs_verification == NULL)
-            return fail(err, ev, doc, SPB_EINVALID, SPB_ISSUE_VALUE, "patient.nhs_verification",
+        w->ref.nhs_verification = normalise_verification(v);
+        if (w->ref.nhs_verification == NULL)
+            return fail(err, ev, w->doc, SPB_EINVALID, SPB_ISSUE_VALUE, "patient.nhs_verification",
                         "use 01 to 08 (UKCore-NHSNumberVerificationStatusEngland)",
                         "NHS number verification status '%.40s' is not known", v);
     }
     v = spb_event_get(ev, SPB_F_EVENT_CONSENT);
-    if (v != NULL && strcmp(v, "false") == 0 && item.kind == SPB_KIND_REFERRAL)
-        return fail(err, ev, doc, SPB_EINVALID, SPB_ISSUE_INVARIANT, "event.consent",
+    if (v != NULL && strcmp(v, "false") == 0 && w->item.kind == SPB_KIND_REFERRAL)
+        return fail(err, ev, w->doc, SPB_EINVALID, SPB_ISSUE_INVARIANT, "event.consent",
                     "record the patient's consent to share before referring, or record the "
                     "event as declined",
                     "the patient has not consented to share their details with the service, "
                     "so the referral cannot be sent");
+    return 0;
+}
 
-    /* 3. Codes: the trigger concept first (SNOMED via the map's product for legacy codes). */
-    if (trig.product_code != NULL && trig.product_system != NULL)
-        add_coding(request_codes, &nrequest, trig.product_system, trig.product_code,
-                   trig.product_display);
-    add_coding(request_codes, &nrequest, ev->codes[trig_index].system, ev->codes[trig_index].code,
-               ev->codes[trig_index].display);
+/* 4. Codes: the trigger concept first (SNOMED via the map's product for legacy codes),
+ *    then the needs through the needs ConceptMap. */
+static int collect_codes(work *w, spb_err *err)
+{
+    const spb_event *ev = w->ev;
+    const spb_coding *trigger = &ev->codes[w->trig_index];
+
+    if (w->trig.product_code != NULL && w->trig.product_system != NULL)
+        add_coding(w->request_codes, &w->nrequest, w->trig.product_system, w->trig.product_code,
+                   w->trig.product_display);
+    add_coding(w->request_codes, &w->nrequest, trigger->system, trigger->code, trigger->display);
     for (size_t i = 0; i < ev->ncodes; i++)
-        add_coding(request_codes, &nrequest, ev->codes[i].system, ev->codes[i].code,
+        add_coding(w->request_codes, &w->nrequest, ev->codes[i].system, ev->codes[i].code,
                    ev->codes[i].display);
-    for (size_t i = 0; i < ev->nneeds && nreasons < MAX_CODINGS; i++) {
-        spb_cmap_match *m = &reason_matches[nreasons];
-        if (!spb_cmap_translate(cm, SPB_ROLE_NEEDS, ev->needs[i].system, ev->needs[i].code, m)) {
+    for (size_t i = 0; i < ev->nneeds && w->nreasons < MAX_CODINGS; i++) {
+        spb_cmap_match *m = &w->reason_matches[w->nreasons];
+        if (!spb_cmap_translate(w->cm, SPB_ROLE_NEEDS, ev->needs[i].system, ev->needs[i].code, m)) {
             char fix[SPB_ERR_HINT_MAX];
             snprintf(fix, sizeof(fix), "add the code to the needs ConceptMap (%s), then replay",
-                     spb_cmap_files(cm, SPB_ROLE_NEEDS));
-            return fail(err, ev, doc, SPB_EUNMAPPED, SPB_ISSUE_CODE_INVALID, "needs", fix,
+                     spb_cmap_files(w->cm, SPB_ROLE_NEEDS));
+            return fail(err, ev, w->doc, SPB_EUNMAPPED, SPB_ISSUE_CODE_INVALID, "needs", fix,
                         "need code %s (system %s) has no mapping in the needs ConceptMap",
                         ev->needs[i].code, ev->needs[i].system);
         }
-        add_coding(reasons, &nreasons, m->target_system, m->target_code,
+        add_coding(w->reasons, &w->nreasons, m->target_system, m->target_code,
                    m->target_display ? m->target_display : ev->needs[i].display);
     }
+    return 0;
+}
 
-    /* 4. Who it is addressed to, and where it goes: only referrals and cancellations are
-     *    sent; report records stay. */
-    recipient_ods = recipient_of(ev, doc, recipient_buf, sizeof(recipient_buf));
-    if (r->opts->route != NULL &&
-        (item.kind == SPB_KIND_REFERRAL || item.kind == SPB_KIND_CANCELLATION))
-        rc = r->opts->route(r->opts->route_user, item.practice_ods, recipient_ods, &route, err);
+/* 5. Where it goes and who carries it out. Only referrals and cancellations are routed
+ *    (report records stay). The recipient the source names is the performer; else the
+ *    routed service. A practice that names itself (GP systems often do) names no one else:
+ *    its service takes the referral, which is the practice itself only when it is
+ *    configured as a service. */
+static int choose_performer(work *w, spb_err *err)
+{
+    const spb_route *route = &w->route;
+    const char *recipient_name = spb_event_get(w->ev, SPB_F_RECIPIENT_NAME);
+    int rc;
+
+    w->recipient_ods = recipient_of(w->ev, w->doc, w->recipient_buf, sizeof(w->recipient_buf));
+    if (w->r->opts->route != NULL &&
+        (w->item.kind == SPB_KIND_REFERRAL || w->item.kind == SPB_KIND_CANCELLATION))
+        rc = w->r->opts->route(w->r->opts->route_user, w->item.practice_ods, w->recipient_ods,
+                               &w->route, err);
     else
-        rc = default_route(&route);
+        rc = default_route(&w->route);
     if (rc < 0) {
-        spb_err_where(err, doc, ev->source_line, 0, NULL);
+        spb_err_where(err, w->doc, w->ev->source_line, 0, NULL);
         return rc;
     }
-    snprintf(item.service_id, sizeof(item.service_id), "%s", route.service_id);
-
-    ref.ev = ev;
-    ref.source_uuid = item.source_uuid;
-    ref.nhs_number = item.nhs_number;
-    ref.practice_ods = item.practice_ods;
-    ref.priority = spb_event_get(ev, SPB_F_EVENT_PRIORITY);
-    ref.request_codes = request_codes;
-    ref.nrequest_codes = nrequest;
-    ref.reasons = reasons;
-    ref.nreasons = nreasons;
-    /* The recipient the source names carries the referral out; else the routed service. A
-     * practice that names itself (GP systems often do) names no one else: its service takes
-     * the referral, which is the practice itself only when it is configured as a service. */
-    if (recipient_ods != NULL && strcmp(recipient_ods, item.practice_ods) == 0) {
-        ref.performer_name = route.name[0] ? route.name : NULL;
-        ref.performer_ods = route.ods[0] ? route.ods : NULL;
-    } else if (recipient_ods != NULL || spb_event_get(ev, SPB_F_RECIPIENT_NAME) != NULL) {
-        ref.performer_name = spb_event_get(ev, SPB_F_RECIPIENT_NAME);
-        ref.performer_ods = recipient_ods;
-        if (ref.performer_name == NULL && recipient_ods != NULL &&
-            strcmp(recipient_ods, route.ods) == 0 && route.name[0])
-            ref.performer_name = route.name;
+    snprintf(w->item.service_id, sizeof(w->item.service_id), "%s", route->service_id);
+    if (w->recipient_ods != NULL && strcmp(w->recipient_ods, w->item.practice_ods) == 0) {
+        w->ref.performer_name = route->name[0] ? route->name : NULL;
+        w->ref.performer_ods = route->ods[0] ? route->ods : NULL;
+    } else if (w->recipient_ods != NULL || recipient_name != NULL) {
+        w->ref.performer_name = recipient_name;
+        w->ref.performer_ods = w->recipient_ods;
+        if (recipient_name == NULL && strcmp(w->recipient_ods, route->ods) == 0 && route->name[0])
+            w->ref.performer_name = route->name;
     } else {
-        ref.performer_name = route.name[0] ? route.name : NULL;
-        ref.performer_ods = route.ods[0] ? route.ods : NULL;
+        w->ref.performer_name = route->name[0] ? route->name : NULL;
+        w->ref.performer_ods = route->ods[0] ? route->ods : NULL;
     }
-    switch (item.kind) {
-    case SPB_KIND_REFERRAL:
-        item.resource = spb_fhir_referral_bundle(&ref, err);
-        break;
-    case SPB_KIND_CANCELLATION:
-        item.resource = spb_fhir_cancellation_bundle(&ref, err);
-        break;
-    default:
-        item.resource = spb_fhir_report_record(&ref, err);
-        break;
-    }
-    if (item.resource == NULL)
+    return 0;
+}
+
+/* 6. The FHIR, checked: nothing is queued that spbridge's own profiles reject
+ *    (docs/conformance.md); the first problem becomes the error, err->path its FHIRPath. */
+static int build(work *w, spb_err *err)
+{
+    spb_referral *ref = &w->ref;
+    const spb_validator *validator = NULL;
+    int rc;
+
+    ref->ev = w->ev;
+    ref->source_uuid = w->item.source_uuid;
+    ref->nhs_number = w->item.nhs_number;
+    ref->practice_ods = w->item.practice_ods;
+    ref->priority = spb_event_get(w->ev, SPB_F_EVENT_PRIORITY);
+    ref->request_codes = w->request_codes;
+    ref->nrequest_codes = w->nrequest;
+    ref->reasons = w->reasons;
+    ref->nreasons = w->nreasons;
+    if (w->item.kind == SPB_KIND_REFERRAL)
+        w->item.resource = spb_fhir_referral_bundle(ref, err);
+    else if (w->item.kind == SPB_KIND_CANCELLATION)
+        w->item.resource = spb_fhir_cancellation_bundle(ref, err);
+    else
+        w->item.resource = spb_fhir_report_record(ref, err);
+    if (w->item.resource == NULL)
         return err->code ? err->code : SPB_ERR;
-
-    /* Nothing is queued that spbridge's own profiles reject (docs/conformance.md): the first
-     * problem becomes the error, err->path its FHIRPath. */
-    {
-        const spb_validator *validator = NULL;
-        rc = spb_validator_shared(&validator, err);
-        if (rc == 0)
-            rc = spb_validate(validator, item.resource, NULL, err);
-        if (rc < 0) {
-            json_decref(item.resource);
-            if (rc == SPB_EINVALID)
-                spb_err_hint(err, "the FHIR built from this event does not conform to "
-                                  "spbridge's profiles; check the event's values or the mapping");
-            spb_err_where(err, doc, ev->source_line, 0, NULL);
-            return rc;
-        }
+    rc = spb_validator_shared(&validator, err);
+    if (rc == 0)
+        rc = spb_validate(validator, w->item.resource, NULL, err);
+    if (rc < 0) {
+        json_decref(w->item.resource);
+        w->item.resource = NULL;
+        if (rc == SPB_EINVALID)
+            spb_err_hint(err, "the FHIR built from this event does not conform to "
+                              "spbridge's profiles; check the event's values or the mapping");
+        spb_err_where(err, w->doc, w->ev->source_line, 0, NULL);
     }
+    return rc;
+}
 
-    /* The same statement twice in one document (nested copies) yields one result. */
+/* 7. Keeps the result, once: the same statement twice in one document (nested copies)
+ *    yields one. Takes the resource on every path. */
+static int keep(run *r, spb_translated *item, spb_err *err)
+{
+    spb_translated *grown;
+
     for (size_t i = 0; i < r->out->n; i++) {
-        if (strcmp(r->out->items[i].event_uuid, item.event_uuid) == 0) {
+        if (strcmp(r->out->items[i].event_uuid, item->event_uuid) != 0)
+            continue;
+        if (!json_equal(r->out->items[i].resource, item->resource)) {
             char line[16];
-            if (!json_equal(r->out->items[i].resource, item.resource)) {
-                snprintf(line, sizeof(line), "%d", item.source_line);
-                spb_log(SPB_LOG_WARN, "duplicate_event", "file", doc, "line", line, "event_id",
-                        item.event_uuid, "reason",
-                        "a second entry with the same id differs from the first; the first "
-                        "is kept",
-                        (const char *)NULL);
-            }
-            json_decref(item.resource);
-            return 0;
+            snprintf(line, sizeof(line), "%d", item->source_line);
+            spb_log(SPB_LOG_WARN, "duplicate_event", "file", r->name, "line", line, "event_id",
+                    item->event_uuid, "reason",
+                    "a second entry with the same id differs from the first; the first is kept",
+                    (const char *)NULL);
         }
+        json_decref(item->resource);
+        return 0;
     }
     grown = realloc(r->out->items, (r->out->n + 1) * sizeof(*grown));
     if (grown == NULL) {
-        json_decref(item.resource);
+        json_decref(item->resource);
         return spb_err_set(err, SPB_ENOMEM, SPB_ISSUE_EXCEPTION, "out of memory");
     }
     r->out->items = grown;
-    r->out->items[r->out->n++] = item;
+    r->out->items[r->out->n++] = *item;
     return 0;
+}
+
+/* Every rule about what makes an acceptable event, in order; the first that fails is the
+ * document's error. */
+static int sink(void *user, spb_event *ev, spb_err *err)
+{
+    run *r = user;
+    work *w = calloc(1, sizeof(*w));
+    int rc;
+
+    if (w == NULL)
+        return spb_err_set(err, SPB_ENOMEM, SPB_ISSUE_EXCEPTION, "out of memory");
+    w->r = r;
+    w->cm = spb_mapping_set_cmaps(r->opts->maps);
+    w->doc = r->name;
+    w->ev = ev;
+    w->item.source_line = ev->source_line;
+    rc = classify(w, err);
+    if (rc == 0)
+        rc = identify(w, err);
+    if (rc == 0)
+        rc = check_values(w, err);
+    if (rc == 0)
+        rc = collect_codes(w, err);
+    if (rc == 0)
+        rc = choose_performer(w, err);
+    if (rc == 0)
+        rc = build(w, err);
+    if (rc == 0)
+        rc = keep(r, &w->item, err);
+    free(w);
+    return rc;
 }
 
 /* The extractor's callbacks share one user pointer (the run); hand the caller's trace
