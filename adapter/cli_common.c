@@ -4,6 +4,8 @@
 #include <string.h>
 
 #include "cli.h"
+
+#include "spbridge/buf.h"
 #include "spbridge/log.h"
 
 int spb_cli_load_config(spb_config *cfg, const char *path)
@@ -40,13 +42,16 @@ int spb_cli_load_config(spb_config *cfg, const char *path)
 int spb_cli_read_input(const char *path, size_t max_bytes, char **out, size_t *len, spb_err *err)
 {
     FILE *f;
-    char *buf = NULL;
-    size_t cap = 65536, n = 0;
+    spb_buf buf;
+    char chunk[65536];
     int is_stdin = strcmp(path, "-") == 0;
     int rc = 0;
 
     *out = NULL;
     *len = 0;
+    /* Read up to twice the limit, so translation can say how big a document somewhat over
+     * it is; past that, stop reading. */
+    spb_buf_init(&buf, max_bytes < sizeof(chunk) ? 2 * sizeof(chunk) : 2 * max_bytes);
     f = is_stdin ? stdin : fopen(path, "rb");
     if (f == NULL) {
         spb_err_set(err, SPB_ENOTFOUND, SPB_ISSUE_NOT_FOUND, "cannot open the input file");
@@ -54,49 +59,25 @@ int spb_cli_read_input(const char *path, size_t max_bytes, char **out, size_t *l
         spb_err_where(err, path, 0, 0, NULL);
         return SPB_ENOTFOUND;
     }
-    buf = malloc(cap + 1);
-    if (buf == NULL) {
-        rc = spb_err_set(err, SPB_ENOMEM, SPB_ISSUE_EXCEPTION, "out of memory");
-        goto out;
-    }
-    for (;;) {
-        size_t got;
-        if (n == cap) {
-            char *grown;
-            if (cap > max_bytes) {
-                spb_err_set(err, SPB_ETOOBIG, SPB_ISSUE_TOO_LONG,
-                            "the document is over the limit of %zu bytes", max_bytes);
-                spb_err_hint(err, "send one event or consultation per document, or raise "
-                                  "xml_max_bytes");
-                spb_err_where(err, path, 0, 0, NULL);
-                rc = SPB_ETOOBIG;
-                goto out;
-            }
-            cap *= 2;
-            grown = realloc(buf, cap + 1);
-            if (grown == NULL) {
-                rc = spb_err_set(err, SPB_ENOMEM, SPB_ISSUE_EXCEPTION, "out of memory");
-                goto out;
-            }
-            buf = grown;
-        }
-        got = fread(buf + n, 1, cap - n, f);
-        n += got;
-        if (got == 0)
-            break;
-    }
-    if (ferror(f)) {
-        spb_err_set(err, SPB_ERR, SPB_ISSUE_EXCEPTION, "read error");
+    for (size_t got; rc == 0 && (got = fread(chunk, 1, sizeof(chunk), f)) > 0;)
+        rc = spb_buf_append(&buf, chunk, got);
+    if (rc == SPB_ETOOBIG) {
+        spb_err_set(err, SPB_ETOOBIG, SPB_ISSUE_TOO_LONG,
+                    "the document is over the limit of %zu bytes", max_bytes);
+        spb_err_hint(err, "send one event or consultation per document, or raise "
+                          "xml_max_bytes");
         spb_err_where(err, path, 0, 0, NULL);
-        rc = SPB_ERR;
-        goto out;
+    } else if (rc < 0) {
+        spb_err_set(err, rc, SPB_ISSUE_EXCEPTION, "out of memory");
+    } else if (ferror(f)) {
+        rc = spb_err_set(err, SPB_ERR, SPB_ISSUE_EXCEPTION, "read error");
+        spb_err_where(err, path, 0, 0, NULL);
+    } else {
+        *out = spb_buf_take(&buf, len);
+        if (*out == NULL)
+            rc = spb_err_set(err, SPB_ENOMEM, SPB_ISSUE_EXCEPTION, "out of memory");
     }
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
-    buf = NULL;
-out:
-    free(buf);
+    spb_buf_free(&buf);
     if (!is_stdin)
         fclose(f);
     return rc;

@@ -12,6 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "spbridge/buf.h"
+#include "spbridge/error.h"
+
 /* generated at build time (dashboard/build.mjs, or CMakeLists.txt's fallback) */
 extern const unsigned char spb__dashboard_css[];
 extern const size_t spb__dashboard_css_len;
@@ -21,9 +24,8 @@ extern const char spb__dashboard_css_version[];
 #define CHART_WEEKS 12
 
 typedef struct page {
-    char *buf;
-    size_t len, cap;
-    int full, oom;
+    spb_buf out; /* at most SPB_DASHBOARD_MAX_BYTES with its NUL */
+    int full;    /* past the limit less RESERVE: only closing markup goes in now */
 } page;
 
 const unsigned char *spb_dashboard_css(size_t *len)
@@ -42,31 +44,14 @@ const char *spb_dashboard_css_version(void)
 static void raw_n(page *p, const char *s, size_t n, int closing)
 {
     size_t limit = SPB_DASHBOARD_MAX_BYTES - (closing ? 0 : RESERVE);
-    if (p->oom || (p->full && !closing))
+    if (p->full && !closing)
         return;
-    if (p->len + n + 1 > limit) {
+    if (p->out.len + n + 1 > limit) {
         p->full = 1;
         if (!closing)
             return;
-        if (p->len + n + 1 > SPB_DASHBOARD_MAX_BYTES)
-            return;
     }
-    if (p->len + n + 1 > p->cap) {
-        size_t cap = p->cap ? p->cap : 16384;
-        char *grown;
-        while (cap < p->len + n + 1)
-            cap *= 2;
-        grown = realloc(p->buf, cap);
-        if (grown == NULL) {
-            p->oom = 1;
-            return;
-        }
-        p->buf = grown;
-        p->cap = cap;
-    }
-    memcpy(p->buf + p->len, s, n);
-    p->len += n;
-    p->buf[p->len] = '\0';
+    spb_buf_append(&p->out, s, n); /* past the whole limit even closing markup stops */
 }
 
 static void raw(page *p, const char *s)
@@ -516,6 +501,7 @@ char *spb_dashboard_html(const spb_dashboard_view *v)
     const json_t *report = v->report;
     char scope[160], now[64];
 
+    spb_buf_init(&p.out, SPB_DASHBOARD_MAX_BYTES - 1);
     head(&p);
     scope_text(v, scope, sizeof(scope));
     raw(&p, "<h1 class=\"nhsuk-heading-l\">Referral activity and audit</h1>\n"
@@ -554,9 +540,9 @@ char *spb_dashboard_html(const spb_dashboard_view *v)
     closing(&p, spb__dashboard_css_version);
     closing(&p, ", bundled at build time; nothing on this page is fetched from elsewhere.</p>\n"
                 "</div>\n</footer>\n</body>\n</html>\n");
-    if (p.oom) {
-        free(p.buf);
+    if (p.out.failed == SPB_ENOMEM) {
+        spb_buf_free(&p.out);
         return NULL;
     }
-    return p.buf;
+    return spb_buf_take(&p.out, NULL);
 }

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "spbridge/buf.h"
 #include "store_internal.h"
 
 #define MAX_GROUPS    200000
@@ -514,29 +515,14 @@ out:
 
 /* ------------------------------------------------------------------ CSV */
 
-typedef struct text {
-    char *buf;
-    size_t len, cap;
-    int oom;
-} text;
+/* A region's year is ~1,000 practices x 52 weeks of ~150-byte rows: 8 MB. */
+#define CSV_MAX_BYTES (64u << 20)
+
+typedef spb_buf text;
 
 static void put(text *t, const char *s)
 {
-    size_t n = strlen(s);
-    if (t->oom)
-        return;
-    if (t->len + n + 1 > t->cap) {
-        size_t cap = (t->cap ? t->cap * 2 : 4096) + n;
-        char *grown = realloc(t->buf, cap);
-        if (grown == NULL) {
-            t->oom = 1;
-            return;
-        }
-        t->buf = grown;
-        t->cap = cap;
-    }
-    memcpy(t->buf + t->len, s, n + 1);
-    t->len += n;
+    spb_buf_puts(t, s); /* a failure sticks: checked once at the end */
 }
 
 /* A CSV field: quoted when it holds a comma, quote or line break. */
@@ -571,10 +557,11 @@ char *spb_report_csv(const json_t *doc)
 {
     static const char *const counts[] = {"referralsSent", "accepted",  "rejected",
                                          "declined",      "completed", "signposting"};
-    text t = {0};
+    text t;
     size_t i;
     json_t *row;
 
+    spb_buf_init(&t, CSV_MAX_BYTES);
     put(&t, "practice,region,week,referrals_sent,accepted,rejected,declined,completed,"
             "signposting,median_to_acceptance_s,p90_to_acceptance_s,median_to_completion_s,"
             "p90_to_completion_s,delivery_failures,retries,dead_letters\r\n");
@@ -595,9 +582,9 @@ char *spb_report_csv(const json_t *doc)
         put_number(&t, json_object_get(row, "retries"), 0);
         put_number(&t, json_object_get(row, "deadLetters"), 1);
     }
-    if (t.oom) {
-        free(t.buf);
+    if (t.failed) {
+        spb_buf_free(&t);
         return NULL;
     }
-    return t.buf;
+    return spb_buf_take(&t, NULL);
 }
