@@ -121,6 +121,9 @@ typedef struct server {
     struct event *audit_timer;     /* every second: a checkpoint when due */
     atomic_int audit_tick_pending; /* one checkpoint job at a time */
     int64_t audit_warned_at;       /* checkpoint failures are logged once a minute */
+    struct event *sig_term, *sig_int, *sig_hup;
+    int port;        /* the listening socket's port */
+    int locks_ready; /* the queue and TLS-context locks are initialised */
 } server;
 
 /* ------------------------------------------------------------------ TLS */
@@ -1954,67 +1957,60 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
 
 /* ------------------------------------------------------------- main */
 
-int spb_serve(const spb_serve_opts *opts, spb_err *err)
+/* Serve, step 1: configuration, mappings and the runtime they live in. */
+static int serve_init(server *srv, spb_err *err)
 {
-    server *srv = calloc(1, sizeof(*srv));
     spb_config *cfg = NULL;
     spb_mapping_set *maps = NULL;
-    struct event *sig_term = NULL, *sig_int = NULL, *sig_hup = NULL;
-    spb_store *store = NULL;
-    int rc = 0, recovered = 0;
-    int port = 0;
+    spb_log_level lvl;
+    int rc = load_all(srv->opts->config_path, &cfg, &maps, err);
 
-    if (srv == NULL)
-        return spb_err_set(err, SPB_ENOMEM, SPB_ISSUE_EXCEPTION, "out of memory");
-    srv->opts = opts;
-    srv->lock_fd = -1;
-    signal(SIGPIPE, SIG_IGN);
-    evthread_use_pthreads();
-    rc = load_all(opts->config_path, &cfg, &maps, err);
     if (rc < 0)
-        goto out_free;
+        return rc;
     spb_runtime_init(&srv->rt, cfg, maps);
-    {
-        spb_log_level lvl;
-        if (spb_log_parse_level(cfg->log_level, &lvl) == 0)
-            spb_log_set_level(lvl);
-    }
+    if (spb_log_parse_level(cfg->log_level, &lvl) == 0)
+        spb_log_set_level(lvl);
     pthread_mutex_init(&srv->qlock, NULL);
     pthread_mutex_init(&srv->ctx_lock, NULL);
     pthread_cond_init(&srv->qcond, NULL);
+    srv->locks_ready = 1;
+    return 0;
+}
 
-    /* the store first: recover rows a crash left mid-delivery, before any worker runs */
-    {
-        char dir[512];
-        char *slash;
-        snprintf(dir, sizeof(dir), "%s", cfg->store_path);
-        slash = strrchr(dir, '/');
-        if (slash != NULL) {
-            *slash = '\0';
-            ensure_dir(dir);
-        }
+/* Step 2: the store, first: one serve per store (a second one would re-queue the first
+ * one's deliveries); rows a crash left mid-delivery recovered before any worker runs; the
+ * audit chain checked; spool files a crash left half-taken put back. */
+static int serve_open_store(server *srv, spb_err *err)
+{
+    const spb_config *cfg = srv->rt.cfg;
+    spb_store *store = NULL;
+    char path[600];
+    char *slash;
+    int recovered = 0, rc;
+
+    snprintf(path, sizeof(path), "%s", cfg->store_path);
+    slash = strrchr(path, '/');
+    if (slash != NULL) {
+        *slash = '\0';
+        ensure_dir(path);
     }
-    {
-        /* one serve per store: a second one would re-queue the first one's deliveries */
-        char lock_path[600];
-        snprintf(lock_path, sizeof(lock_path), "%s.lock", cfg->store_path);
-        srv->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
-        if (srv->lock_fd < 0 || flock(srv->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-            rc = spb_err_set(err, SPB_ECONFIG, SPB_ISSUE_PROCESSING,
-                             "another spbridge serve is using the store %s", cfg->store_path);
-            spb_err_hint(err, "stop it first, or give this one its own store_path");
-            goto out_rt;
-        }
+    snprintf(path, sizeof(path), "%s.lock", cfg->store_path);
+    srv->lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+    if (srv->lock_fd < 0 || flock(srv->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        rc = spb_err_set(err, SPB_ECONFIG, SPB_ISSUE_PROCESSING,
+                         "another spbridge serve is using the store %s", cfg->store_path);
+        spb_err_hint(err, "stop it first, or give this one its own store_path");
+        return rc;
     }
     rc = spb_store_open(&store, cfg->store_path, err);
     if (rc < 0)
-        goto out_rt;
+        return rc;
     rc = spb_store_recover(store, spb_now_ms(), 1, &recovered, err);
     if (rc == 0)
         rc = audit_start(cfg, store, err);
     spb_store_close(store);
     if (rc < 0)
-        goto out_rt;
+        return rc;
     if (recovered > 0) {
         char n[16];
         snprintf(n, sizeof(n), "%d", recovered);
@@ -2022,20 +2018,40 @@ int spb_serve(const spb_serve_opts *opts, spb_err *err)
                 "deliveries interrupted by the last stop will be sent again", (const char *)NULL);
     }
     spool_recover(cfg);
+    return 0;
+}
+
+/* The port the listening socket got (0 in the configuration means any free one). */
+static int bound_port(struct evhttp_bound_socket *bound)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    evutil_socket_t fd = evhttp_bound_socket_get_fd(bound);
+
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0)
+        return 0;
+    if (ss.ss_family == AF_INET)
+        return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return 0;
+}
+
+/* Step 3: TLS, the event loop, the HTTP server on its socket, timers and signals. */
+static int serve_listen(server *srv, spb_err *err)
+{
+    const spb_config *cfg = srv->rt.cfg;
+    struct timeval second = {1, 0};
 
     srv->ssl_ctx = make_ssl_ctx(srv, cfg, err);
-    if (srv->ssl_ctx == NULL) {
-        rc = SPB_ECONFIG;
-        goto out_rt;
-    }
+    if (srv->ssl_ctx == NULL)
+        return SPB_ECONFIG;
     srv->server_cert_expiry = cert_expiry_file(cfg->tls_cert);
     srv->client_cert_expiry = cert_expiry_file(cfg->client_cert);
     srv->base = event_base_new();
-    srv->http = evhttp_new(srv->base);
-    if (srv->base == NULL || srv->http == NULL) {
-        rc = spb_err_set(err, SPB_ERR, SPB_ISSUE_EXCEPTION, "cannot start the event loop");
-        goto out_rt;
-    }
+    srv->http = srv->base != NULL ? evhttp_new(srv->base) : NULL;
+    if (srv->http == NULL)
+        return spb_err_set(err, SPB_ERR, SPB_ISSUE_EXCEPTION, "cannot start the event loop");
     evhttp_set_bevcb(srv->http, bevcb, srv);
     evhttp_set_gencb(srv->http, on_request, srv);
     /* evhttp's own limit sits above ours so an oversize body gets our OperationOutcome */
@@ -2046,35 +2062,22 @@ int spb_serve(const spb_serve_opts *opts, spb_err *err)
     srv->bound = evhttp_bind_socket_with_handle(srv->http, cfg->listen_address,
                                                 (ev_uint16_t)cfg->listen_port);
     if (srv->bound == NULL) {
-        rc = spb_err_set(err, SPB_ECONFIG, SPB_ISSUE_PROCESSING, "cannot listen on %s:%ld",
-                         cfg->listen_address, cfg->listen_port);
+        spb_err_set(err, SPB_ECONFIG, SPB_ISSUE_PROCESSING, "cannot listen on %s:%ld",
+                    cfg->listen_address, cfg->listen_port);
         spb_err_hint(err, "choose a free [server] listen_port, or stop what uses it");
-        goto out_rt;
+        return SPB_ECONFIG;
     }
-    {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        evutil_socket_t fd = evhttp_bound_socket_get_fd(srv->bound);
-        if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
-            if (ss.ss_family == AF_INET)
-                port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-            else if (ss.ss_family == AF_INET6)
-                port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-        }
-    }
+    srv->port = bound_port(srv->bound);
     srv->done_ev = event_new(srv->base, -1, EV_PERSIST | EV_READ, on_done, srv);
     event_add(srv->done_ev, NULL);
     srv->audit_timer = event_new(srv->base, -1, EV_PERSIST, on_audit_timer, srv);
-    {
-        struct timeval second = {1, 0};
-        event_add(srv->audit_timer, &second);
-    }
-    sig_term = evsignal_new(srv->base, SIGTERM, on_term, srv);
-    sig_int = evsignal_new(srv->base, SIGINT, on_term, srv);
-    sig_hup = evsignal_new(srv->base, SIGHUP, on_hup, srv);
-    event_add(sig_term, NULL);
-    event_add(sig_int, NULL);
-    event_add(sig_hup, NULL);
+    event_add(srv->audit_timer, &second);
+    srv->sig_term = evsignal_new(srv->base, SIGTERM, on_term, srv);
+    srv->sig_int = evsignal_new(srv->base, SIGINT, on_term, srv);
+    srv->sig_hup = evsignal_new(srv->base, SIGHUP, on_hup, srv);
+    event_add(srv->sig_term, NULL);
+    event_add(srv->sig_int, NULL);
+    event_add(srv->sig_hup, NULL);
     if (cfg->watch_mappings_ms > 0) {
         struct timeval every = {cfg->watch_mappings_ms / 1000,
                                 (cfg->watch_mappings_ms % 1000) * 1000};
@@ -2082,41 +2085,58 @@ int spb_serve(const spb_serve_opts *opts, spb_err *err)
         srv->watch_timer = event_new(srv->base, -1, EV_PERSIST, on_watch, srv);
         event_add(srv->watch_timer, &every);
     }
+    return 0;
+}
 
-    rc = spb_delivery_start(&srv->delivery, &srv->rt, err);
+/* Step 4: the threads. If the follower cannot start, the delivery workers already running
+ * are stopped before anything they use is freed. */
+static int serve_start_threads(server *srv, spb_err *err)
+{
+    int rc = spb_delivery_start(&srv->delivery, &srv->rt, err);
+
     if (rc < 0)
-        goto out_loop;
+        return rc;
     rc = spb_follower_start(&srv->follower, &srv->rt, err);
-    if (rc < 0)
-        goto out_loop;
-    for (long i = 0; i < cfg->intake_workers && i < MAX_INTAKE; i++) {
+    if (rc < 0) {
+        spb_delivery_stop(srv->delivery);
+        srv->delivery = NULL;
+        return rc;
+    }
+    for (long i = 0; i < srv->rt.cfg->intake_workers && i < MAX_INTAKE; i++) {
         if (pthread_create(&srv->intake[srv->nintake], NULL, intake_main, srv) == 0)
             srv->nintake++;
     }
     if (pthread_create(&srv->spool, NULL, spool_main, srv) == 0)
         srv->spool_started = 1;
+    return 0;
+}
 
-    {
-        char port_s[16];
-        snprintf(port_s, sizeof(port_s), "%d", port);
-        spb_log(SPB_LOG_INFO, "listening", "address", cfg->listen_address, "port", port_s,
-                "mappings", spb_mapping_set_version(maps), "store", cfg->store_path,
-                (const char *)NULL);
-        if (opts->port_file != NULL) {
-            char tmp[600];
-            FILE *f;
-            snprintf(tmp, sizeof(tmp), "%s.tmp", opts->port_file);
-            f = fopen(tmp, "w");
-            if (f != NULL) {
-                fprintf(f, "%d\n", port);
-                fclose(f);
-                rename(tmp, opts->port_file);
-            }
+/* Says where it listens: the log, and the port file tests and scripts wait for. */
+static void announce(const server *srv)
+{
+    const spb_config *cfg = srv->rt.cfg;
+    char port_s[16];
+
+    snprintf(port_s, sizeof(port_s), "%d", srv->port);
+    spb_log(SPB_LOG_INFO, "listening", "address", cfg->listen_address, "port", port_s, "mappings",
+            spb_mapping_set_version(srv->rt.maps), "store", cfg->store_path, (const char *)NULL);
+    if (srv->opts->port_file != NULL) {
+        char tmp[600];
+        FILE *f;
+        snprintf(tmp, sizeof(tmp), "%s.tmp", srv->opts->port_file);
+        f = fopen(tmp, "w");
+        if (f != NULL) {
+            fprintf(f, "%d\n", srv->port);
+            fclose(f);
+            rename(tmp, srv->opts->port_file);
         }
     }
-    event_base_dispatch(srv->base);
+}
 
-    /* drain: intake threads finish their jobs, then delivery finishes attempts in hand */
+/* Step 5, after the loop: intake threads finish their jobs, then delivery finishes the
+ * attempts in hand, then the last audit checkpoint. */
+static void serve_drain(server *srv)
+{
     atomic_store(&srv->intake_stop, 1);
     pthread_mutex_lock(&srv->qlock);
     pthread_cond_broadcast(&srv->qcond);
@@ -2128,28 +2148,29 @@ int spb_serve(const spb_serve_opts *opts, spb_err *err)
     on_done(-1, 0, srv); /* answers finished during the drain, if clients are still there */
     spb_follower_stop(srv->follower);
     spb_delivery_stop(srv->delivery);
+    srv->follower = NULL;
+    srv->delivery = NULL;
     audit_final_checkpoint(srv);
     spb_log(SPB_LOG_INFO, "stopped", (const char *)NULL);
-    rc = 0;
-out_loop:
-    event_free(sig_term);
-    event_free(sig_int);
-    event_free(sig_hup);
-    if (srv->drain_timer != NULL)
-        event_free(srv->drain_timer);
-    if (srv->watch_timer != NULL)
-        event_free(srv->watch_timer);
-    if (srv->done_ev != NULL)
-        event_free(srv->done_ev);
-    if (srv->audit_timer != NULL)
-        event_free(srv->audit_timer);
-out_rt:
+}
+
+/* Frees whatever the steps made, in reverse order; each part only if it was made. */
+static void serve_free(server *srv)
+{
+    struct event *events[] = {srv->sig_term,    srv->sig_int, srv->sig_hup,    srv->drain_timer,
+                              srv->watch_timer, srv->done_ev, srv->audit_timer};
+
+    for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++) {
+        if (events[i] != NULL)
+            event_free(events[i]);
+    }
     if (srv->http != NULL)
         evhttp_free(srv->http);
     if (srv->base != NULL)
         event_base_free(srv->base);
     SSL_CTX_free(srv->ssl_ctx);
-    pthread_mutex_destroy(&srv->ctx_lock);
+    if (srv->locks_ready)
+        pthread_mutex_destroy(&srv->ctx_lock);
     if (srv->rt.cfg != NULL)
         spb_runtime_destroy(&srv->rt);
     /* queued jobs never processed (startup failure): free them */
@@ -2158,9 +2179,34 @@ out_rt:
         srv->todo_head = j->next;
         job_free(j);
     }
-out_free:
     if (srv->lock_fd >= 0)
         close(srv->lock_fd); /* releases the store lock */
     free(srv);
+}
+
+int spb_serve(const spb_serve_opts *opts, spb_err *err)
+{
+    server *srv = calloc(1, sizeof(*srv));
+    int rc;
+
+    if (srv == NULL)
+        return spb_err_set(err, SPB_ENOMEM, SPB_ISSUE_EXCEPTION, "out of memory");
+    srv->opts = opts;
+    srv->lock_fd = -1;
+    signal(SIGPIPE, SIG_IGN);
+    evthread_use_pthreads();
+    rc = serve_init(srv, err);
+    if (rc == 0)
+        rc = serve_open_store(srv, err);
+    if (rc == 0)
+        rc = serve_listen(srv, err);
+    if (rc == 0)
+        rc = serve_start_threads(srv, err);
+    if (rc == 0) {
+        announce(srv);
+        event_base_dispatch(srv->base);
+        serve_drain(srv);
+    }
+    serve_free(srv);
     return rc;
 }
