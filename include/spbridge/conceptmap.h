@@ -60,6 +60,14 @@ int spb_cmap_translate(const spb_cmap_set *s, spb_map_role role, const char *sys
 int spb_cmap_is_unmatched(const spb_cmap_set *s, spb_map_role role, const char *system,
                           const char *code);
 
+/*
+ * Where the first group of `role` with source `system` is: its file (borrowed) in *file and
+ * the line of the group's '{' as the result. 0 with *file NULL when no loaded map of the
+ * role has such a group (for pointing at the group a coverage check is about).
+ */
+int spb_cmap_group_line(const spb_cmap_set *s, spb_map_role role, const char *system,
+                        const char **file);
+
 /* A comma-separated list of the files loaded for `role`, for "extend this map" hints. */
 const char *spb_cmap_files(const spb_cmap_set *s, spb_map_role role);
 

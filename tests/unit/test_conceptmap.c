@@ -521,6 +521,158 @@ static void test_bad_url_line(void **state)
     free(diags);
 }
 
+/* The first diagnostic of loading `text` as `name` under `role`: refused, with `says` in the
+ * message, at the first line holding `marker`. */
+static void expect_refused_at(spb_map_role role, const char *name, const char *text,
+                              const char *marker, const char *says)
+{
+    char path[512];
+    spb_diags *diags = calloc(1, sizeof(*diags));
+    spb_err err;
+
+    assert_non_null(diags);
+    write_file(path, sizeof(path), name, text);
+    assert_int_equal(load_one(role, path, diags, &err), SPB_ECONFIG);
+    assert_true(diags->errors >= 1);
+    if (strstr(diags->items[0].message, says) == NULL ||
+        diags->items[0].line != line_of(text, marker))
+        fail_msg("%s: line %d (want %d): %s", name, diags->items[0].line, line_of(text, marker),
+                 diags->items[0].message);
+    assert_string_equal(diags->items[0].file, path);
+    assert_int_equal(err.line, diags->items[0].line);
+    free(diags);
+}
+
+/* A group source that is not a URI is reported at its "source" member, not at line 0. */
+static void test_group_source_line(void **state)
+{
+    static const char group[] = "    {\n"
+                                "      \"target\": \"http://snomed.info/sct\",\n"
+                                "      \"source\": \"SNOMED CT\",\n"
+                                "      \"element\": [{\"code\": \"A\", \"target\": [\n"
+                                "        {\"code\": \"A\", \"equivalence\": \"equal\"}]}]\n"
+                                "    }\n";
+    char text[2048];
+
+    (void)state;
+    cmap_text(text, sizeof(text), "source", group);
+    expect_refused_at(SPB_ROLE_NEEDS, "source.json", text, "\"SNOMED CT\"",
+                      "source must be the code system URI");
+}
+
+/* An emptied element list is refused (R4 needs one), at the "element" member. */
+static void test_group_without_elements(void **state)
+{
+    static const char group[] = "    {\n"
+                                "      \"source\": \"http://snomed.info/sct\",\n"
+                                "      \"target\": \"http://snomed.info/sct\",\n"
+                                "      \"element\": [\n"
+                                "      ]\n"
+                                "    }\n";
+    char text[2048];
+
+    (void)state;
+    cmap_text(text, sizeof(text), "empty", group);
+    expect_refused_at(SPB_ROLE_NEEDS, "empty.json", text, "\"element\"", "has no element");
+}
+
+/*
+ * Element lines come from the document's structure, not from a text search: a target
+ * with the same code earlier in the file, and strings holding quotes, brackets and commas,
+ * must not move the line of an element.
+ */
+static void test_element_lines_follow_structure(void **state)
+{
+    static const char text[] =
+        "{\"resourceType\": \"ConceptMap\", \"url\": \"http://x.example/cm\",\n"
+        " \"version\": \"1\", \"status\": \"draft\",\n"
+        " \"description\": \"tricky: \\\"}], {\\\"code\\\": \\\"267076002\\\"\",\n"
+        " \"group\": [\n"
+        "  {\"source\": \"http://read.info/readv2\", \"target\": \"http://snomed.info/sct\",\n"
+        "   \"element\": [{\"code\": \"1B1K.\", \"target\": [\n"
+        "     {\"code\": \"267076002\", \"equivalence\": \"equivalent\"}]}]},\n"
+        "  {\"source\": \"http://snomed.info/sct\", \"target\": \"http://snomed.info/sct\",\n"
+        "   \"element\": [\n"
+        "    {\"display\": \"Feeling lonely\",\n"
+        "     \"code\": \"267076002\", \"target\": [\n"
+        "     {\"code\": \"267076002\", \"equivalence\": \"equal\"}]}]}]}\n";
+    char path[512];
+    spb_cmap_set *s = NULL;
+    spb_cmap_match m;
+    spb_err err;
+    const char *file = NULL;
+
+    (void)state;
+    write_file(path, sizeof(path), "lines.json", text);
+    spb_err_clear(&err);
+    assert_int_equal(spb_cmap_set_new(&s, &err), 0);
+    assert_int_equal(spb_cmap_set_load(s, SPB_ROLE_NEEDS, path, NULL, &err), 0);
+    assert_int_equal(spb_cmap_translate(s, SPB_ROLE_NEEDS, SNOMED, "267076002", &m), 1);
+    assert_int_equal(m.element_line, 11);
+    assert_int_equal(spb_cmap_translate(s, SPB_ROLE_NEEDS, READV2, "1B1K.", &m), 1);
+    assert_int_equal(m.element_line, 6);
+    /* and a group is found by its source, at its '{' */
+    assert_int_equal(spb_cmap_group_line(s, SPB_ROLE_NEEDS, SNOMED, &file), 8);
+    assert_string_equal(file, path);
+    assert_int_equal(spb_cmap_group_line(s, SPB_ROLE_NEEDS, CTV3, &file), 0);
+    assert_null(file);
+    assert_int_equal(spb_cmap_group_line(s, SPB_ROLE_TRIGGERS, SNOMED, &file), 0);
+    spb_cmap_set_free(s);
+}
+
+/* Two elements of one file giving a code two meanings: the later one is the error. */
+static void test_conflict_within_a_file(void **state)
+{
+    static const char group[] =
+        "    {\n"
+        "      \"source\": \"http://snomed.info/sct\",\n"
+        "      \"target\": \"https://spbridge.dev/fhir/CodeSystem/event-kind\",\n"
+        "      \"element\": [\n"
+        "        {\"code\": \"871731000000106\",\n"
+        "         \"target\": [{\"code\": \"referral\", \"equivalence\": \"wider\"}]},\n"
+        "        {\"code\": \"871731000000106\", \"comment\": \"again\",\n"
+        "         \"target\": [{\"code\": \"declined\", \"equivalence\": \"wider\"}]}\n"
+        "      ]\n"
+        "    }\n";
+    char text[2048];
+
+    (void)state;
+    cmap_text(text, sizeof(text), "twice", group);
+    expect_refused_at(SPB_ROLE_TRIGGERS, "twice.json", text, "\"again\"",
+                      "mapped to two different meanings: 'declined' here and 'referral'");
+}
+
+/* A copied map that kept its url would make audit records ambiguous. */
+static void test_same_url_twice(void **state)
+{
+    static const char text[] =
+        "{\n"
+        "  \"resourceType\": \"ConceptMap\",\n"
+        "  \"url\": \"https://spbridge.dev/fhir/ConceptMap/spbridge-triggers\",\n"
+        "  \"version\": \"1.0.0\", \"status\": \"draft\",\n"
+        "  \"group\": [{\"source\": \"http://example.org/x\",\n"
+        "    \"target\": \"https://spbridge.dev/fhir/CodeSystem/event-kind\",\n"
+        "    \"element\": [{\"code\": \"X\",\n"
+        "      \"target\": [{\"code\": \"referral\", \"equivalence\": \"wider\"}]}]}]\n"
+        "}\n";
+    char path[512];
+    spb_cmap_set *s = NULL;
+    spb_diags *diags = calloc(1, sizeof(*diags));
+    spb_err err;
+
+    (void)state;
+    assert_non_null(diags);
+    write_file(path, sizeof(path), "copy.json", text);
+    spb_err_clear(&err);
+    assert_int_equal(spb_cmap_set_new(&s, &err), 0);
+    assert_int_equal(spb_cmap_set_load(s, SPB_ROLE_TRIGGERS, TRIGGERS_JSON, diags, &err), 0);
+    assert_int_equal(spb_cmap_set_load(s, SPB_ROLE_TRIGGERS, path, diags, &err), SPB_ECONFIG);
+    assert_non_null(strstr(diags->items[0].message, "is also the url of"));
+    assert_int_equal(diags->items[0].line, 3);
+    spb_cmap_set_free(s);
+    free(diags);
+}
+
 int main(void)
 {
     const struct CMUnitTest shipped_tests[] = {
@@ -539,6 +691,11 @@ int main(void)
         cmocka_unit_test(test_unmapped_provided),
         cmocka_unit_test(test_unmatched_and_group_targets),
         cmocka_unit_test(test_bad_url_line),
+        cmocka_unit_test(test_group_source_line),
+        cmocka_unit_test(test_group_without_elements),
+        cmocka_unit_test(test_element_lines_follow_structure),
+        cmocka_unit_test(test_conflict_within_a_file),
+        cmocka_unit_test(test_same_url_twice),
     };
     int failed =
         cmocka_run_group_tests_name("shipped", shipped_tests, setup_shipped, teardown_shipped);
