@@ -356,9 +356,10 @@ static void test_profile_value_not_in_map(void **state)
 
 /*
  * Loads `text` and checks it is refused with SPB_ECONFIG, and that the first diagnostic
- * (and the error) points at the first line containing `marker`, in that file.
+ * (and the error) points at the first line containing `marker`, in that file, and says
+ * `says` (when not NULL).
  */
-static void expect_broken(const char *name, const char *text, const char *marker)
+static void expect_refusal(const char *name, const char *text, const char *marker, const char *says)
 {
     char path[512];
     spb_profile *p = (spb_profile *)1;
@@ -372,7 +373,8 @@ static void expect_broken(const char *name, const char *text, const char *marker
     spb_err_clear(&err);
     write_file(path, sizeof(path), name, text);
     rc = spb_profile_load(&p, path, diags, &err);
-    if (rc != SPB_ECONFIG || diags->errors < 1 || diags->items[0].line != want)
+    if (rc != SPB_ECONFIG || diags->errors < 1 || diags->items[0].line != want ||
+        (says != NULL && strstr(diags->items[0].message, says) == NULL))
         fail_msg("%s: rc %d, %zu errors, first at line %d (want %d): %s", name, rc, diags->errors,
                  diags->n ? diags->items[0].line : -1, want,
                  diags->n ? diags->items[0].message : "(none)");
@@ -383,6 +385,11 @@ static void expect_broken(const char *name, const char *text, const char *marker
     assert_int_equal(err.line, want);
     assert_string_equal(err.file, path);
     free(diags);
+}
+
+static void expect_broken(const char *name, const char *text, const char *marker)
+{
+    expect_refusal(name, text, marker, NULL);
 }
 
 static void test_broken_base_is_valid(void **state)
@@ -417,13 +424,21 @@ static void test_broken_xpath_syntax(void **state)
 static void test_broken_undeclared_prefix(void **state)
 {
     (void)state;
-    expect_broken("prefix.ini", BASE_HEAD BASE_CODE "patient.family = zz:family\n", "zz:");
+    expect_refusal("prefix.ini", BASE_HEAD BASE_CODE "patient.family = zz:family\n",
+                   "zz:", "namespace prefix 'zz' is not declared in [namespaces]");
+    /* inside a predicate, which a trial run on an empty document never evaluates */
+    expect_refusal("prefix_predicate.ini",
+                   BASE_HEAD BASE_CODE "patient.family = t:family[zz:x = 'a:b']\n",
+                   "zz:", "namespace prefix 'zz'");
 }
 
 static void test_broken_undefined_variable(void **state)
 {
     (void)state;
-    expect_broken("variable.ini", BASE_HEAD BASE_CODE "patient.family = string($nope)\n", "$nope");
+    expect_refusal("variable.ini", BASE_HEAD BASE_CODE "patient.family = string($nope)\n", "$nope",
+                   "variable $nope is not defined");
+    expect_refusal("function.ini", BASE_HEAD BASE_CODE "patient.family = t:f[lower-case(.)]\n",
+                   "lower-case", "unknown function lower-case()");
 }
 
 static void test_broken_missing_map(void **state)
@@ -504,6 +519,69 @@ static void test_broken_continuation_of_plain_key(void **state)
                   "| upper");
 }
 
+/* [dialect] keys are given once; a second `events =` used to replace the first silently. */
+static void test_broken_dialect_key_twice(void **state)
+{
+    (void)state;
+    expect_refusal("events_twice.ini", BASE_HEAD BASE_CODE "[dialect]\nevents = /t:other\n",
+                   "/t:other", "[dialect] events is given twice (first on line 3)");
+    expect_refusal("name_twice.ini", "[dialect]\nname = a\nname = b\n", "name = b",
+                   "[dialect] name is given twice");
+}
+
+/* schema.ROOT may repeat with distinct ROOTs only, and never after a plain schema. */
+static void test_schema_lines(void **state)
+{
+    char path[512];
+    spb_profile *p = NULL;
+    spb_err err;
+
+    (void)state;
+    expect_refusal("schema_twice.ini",
+                   BASE_HEAD BASE_CODE "[dialect]\nschema.a = /x/a.xsd\nschema.a = /x/b.xsd\n",
+                   "b.xsd", "schema.a is never used");
+    expect_refusal("schema_after_plain.ini",
+                   BASE_HEAD BASE_CODE "[dialect]\nschema = /x/a.xsd\nschema.b = /x/b.xsd\n",
+                   "b.xsd", "already applies to every document");
+    expect_refusal("schema_empty.ini", BASE_HEAD BASE_CODE "[dialect]\nschema =\n",
+                   "schema =", "schema has no path");
+    spb_err_clear(&err);
+    write_file(path, sizeof(path), "schemas.ini",
+               BASE_HEAD BASE_CODE "[dialect]\nschema.a = /x/a.xsd\nschema.b = /x/b.xsd\n"
+                                   "schema = /x/any.xsd\n");
+    if (spb_profile_load(&p, path, NULL, &err) != 0)
+        fail_msg("distinct schema roots refused: line %d: %s", err.line, err.message);
+    spb_profile_free(p);
+}
+
+/* A map value that is not a URI is reported at its own line, once. */
+static void test_broken_map_value_line(void **state)
+{
+    (void)state;
+    expect_refusal("map_value.ini",
+                   BASE_HEAD BASE_CODE "needs = t:need\nneeds.code = @c\nneeds.system = @s\n"
+                                       "[transforms]\ncodes.system = map cs\n"
+                                       "needs.system = map cs\n"
+                                       "[map.cs]\nsct = http://snomed.info/sct\nloc = local\n",
+                   "loc = local", "map.cs gives 'local' for 'loc', which is not a URI");
+    expect_refusal("map_key_twice.ini",
+                   BASE_HEAD BASE_CODE "[transforms]\ncodes.system = map cs\n"
+                                       "[map.cs]\nsct = http://snomed.info/sct\n"
+                                       "sct = http://snomed.info/sct/again\n",
+                   "again", "lists 'sct' twice (first on line 21)");
+}
+
+/* A transform for a field with no expression would never run: a misspelt or missing field. */
+static void test_broken_transform_without_field(void **state)
+{
+    (void)state;
+    expect_refusal("orphan_transform.ini",
+                   BASE_HEAD BASE_CODE "[transforms]\npatient.gender = lower\n", "patient.gender",
+                   "has no expression in [fields]");
+    expect_refusal("empty_expression.ini", BASE_HEAD BASE_CODE "patient.family =\n",
+                   "patient.family", "patient.family has no expression");
+}
+
 static void test_shipped_profiles_load(void **state)
 {
     static const char *const files[][2] = {
@@ -546,6 +624,10 @@ int main(void)
         cmocka_unit_test(test_broken_syntax),
         cmocka_unit_test(test_broken_missing_required),
         cmocka_unit_test(test_broken_continuation_of_plain_key),
+        cmocka_unit_test(test_broken_dialect_key_twice),
+        cmocka_unit_test(test_schema_lines),
+        cmocka_unit_test(test_broken_map_value_line),
+        cmocka_unit_test(test_broken_transform_without_field),
         cmocka_unit_test(test_shipped_profiles_load),
     };
     return cmocka_run_group_tests(tests, setup_group, teardown_group);
