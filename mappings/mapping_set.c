@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #define MAX_DIALECTS  32
 #define MAX_MAP_FILES 64
@@ -266,6 +267,11 @@ static int check_named_file(manifest_state *st, named_file *f, const char *kind)
         mf_error(st, f->line, "%s '%s' names %s, which is not a file", kind, f->name, f->label);
         return -1;
     }
+    if (access(f->path, R_OK) != 0) {
+        mf_error(st, f->line, "%s '%s' names %s, which this user cannot read", kind, f->name,
+                 f->label);
+        return -1;
+    }
     /* "a.json" and "./a.json" are one file: compare where they really are */
     real = realpath(f->path, NULL);
     snprintf(f->real, sizeof(f->real), "%s", real != NULL ? real : f->path);
@@ -300,6 +306,26 @@ static int hash_file(EVP_MD_CTX *ctx, const char *path, const char *label)
     return 0;
 }
 
+static void note_accept(void *user, const char *key, const char *value)
+{
+    if (strcmp(key, "dialect.accept") == 0)
+        *(int *)user = value[0] != '\0';
+}
+
+/* A profile without `accept` takes every document, so a dialect listed after it would
+ * never be detected: the documented rule (put it last) is checked, not just stated. */
+static void check_catch_all(manifest_state *st, const named_file *d, const spb_profile *p, int last)
+{
+    int has_accept = 1;
+
+    spb_profile_describe(p, note_accept, &has_accept);
+    if (!has_accept && !last)
+        mf_error(st, d->line,
+                 "dialect '%s' has no accept, so it takes every document and the dialects "
+                 "listed after it are never tried; list it last",
+                 d->name);
+}
+
 static void load_dialects(manifest_state *st, EVP_MD_CTX *md)
 {
     spb_mapping_set *m = st->m;
@@ -316,6 +342,7 @@ static void load_dialects(manifest_state *st, EVP_MD_CTX *md)
         if (strcmp(spb_profile_name(p), d->name) != 0)
             mf_error(st, d->line, "manifest calls the dialect '%s' but %s says name = %s", d->name,
                      d->path, spb_profile_name(p));
+        check_catch_all(st, d, p, i == st->ndialects - 1);
         m->dialects[m->ndialects++] = p;
         d->loaded = 1;
         hash_file(md, d->path, d->name);

@@ -72,6 +72,8 @@ case_ "map fallback that is not a URI, at its own line" "dialects/gp2gp.ini:$(li
   sed -i 's#^\* = urn:oid:{}#* = oid#' dialects/gp2gp.ini
 case_ "map key given twice" "dialects/gp2gp.ini:$(after "$GP2GP" '^2.16.840.1.113883.2.1.6.2 = '): error: map.codesystem lists '2.16.840.1.113883.2.1.6.2' twice (first on line $(line_of "$GP2GP" '^2.16.840.1.113883.2.1.6.2 = '))" \
   sed -i '/^2.16.840.1.113883.2.1.6.2 = /a 2.16.840.1.113883.2.1.6.2 = http://read.info/ctv3' dialects/gp2gp.ini
+case_ "namespace prefix bound to an empty URI" "dialects/native.ini:$(line_of "$NATIVE" '^accept = '): error: XPath for accept: namespace prefix 'n' has an empty URI in [namespaces]" \
+  sed -i 's#^n = urn:spbridge:native:1$#n =#' dialects/native.ini
 case_ "transform for a field with no expression" "dialects/native.ini:$(after "$NATIVE" '^event.id = uuid'): error: [transforms] recipient.ods has no expression in [fields]" \
   sed -i '/^event.id = uuid/a recipient.ods = upper' dialects/native.ini
 
@@ -124,6 +126,8 @@ case_ "a ConceptMap file that does not exist" "mappings.ini:$(line_of "$MANIFEST
   sed -i 's#^needs = .*#needs = conceptmaps/neds.json#' mappings.ini
 case_ "a dialect file that does not exist" "mappings.ini:$(line_of "$MANIFEST" '^native = '): error: dialect 'native' names dialects/Native.ini, which does not exist" \
   sed -i 's#^native = .*#native = dialects/Native.ini#' mappings.ini
+case_ "a dialect with no accept listed before others" "mappings.ini:$(line_of "$MANIFEST" '^gp2gp = '): error: dialect 'gp2gp' has no accept, so it takes every document" \
+  sed -i '/^accept = /,/^events = /{/^events = /!d}' dialects/gp2gp.ini
 case_ "a role with no file" "mappings.ini:$(line_of "$MANIFEST" '^needs = '): error: 'needs' names no ConceptMap file" \
   sed -i 's#^needs = .*#needs =#' mappings.ini
 case_ "an indented key in the manifest" "mappings.ini:$(after "$MANIFEST" '^gp2gp = '): error: an indented line continues 'gp2gp'" \
