@@ -47,9 +47,14 @@ static void append_raw(char *buf, size_t *len, const char *s)
     buf[*len] = '\0';
 }
 
-static void append_value(char *buf, size_t *len, const char *v)
+static void append_value(char *buf, size_t *len, const char *raw)
 {
-    int quote = (*v == '\0');
+    char v[LOG_LINE_MAX];
+    int quote;
+
+    snprintf(v, sizeof(v), "%s", raw);
+    spb_utf8_sanitize(v); /* log lines are UTF-8 whatever a value held */
+    quote = (*v == '\0');
     for (const char *p = v; *p; p++) {
         if (*p == ' ' || *p == '"' || *p == '=' || (unsigned char)*p < 0x20)
             quote = 1;
@@ -115,9 +120,12 @@ static void write_line(spb_log_level level, const char *event, va_list ap)
         append_raw(line, &len, "=");
         append_value(line, &len, value);
     }
+    if (len >= LOG_LINE_MAX - 2) {
+        line[LOG_LINE_MAX - 2] = '\0';
+        spb_utf8_sanitize(line); /* a full line may end inside a character */
+        len = strlen(line);
+    }
     append_raw(line, &len, "\n");
-    if (len == LOG_LINE_MAX - 1)
-        line[LOG_LINE_MAX - 2] = '\n';
     pthread_mutex_lock(&log_lock);
     fputs(line, stderr);
     fflush(stderr);

@@ -8,6 +8,8 @@
  */
 #include "spbridge/xml_input.h"
 
+#include <ctype.h>
+
 #include <libxml/parser.h>
 #include <libxml/parserInternals.h>
 #include <libxml/xmlerror.h>
@@ -371,9 +373,15 @@ static void redact_values(char *msg, size_t size)
             const char *end = strchr(p + 1, '\'');
             size_t n = end ? (size_t)(end - p - 1) : 0;
             int keep = 0;
-            if (end == NULL)
-                goto copy;
-            keep = p[1] == '{' || strncmp(p + 1, "xs:", 3) == 0;
+            if (end == NULL) {
+                /* a quote left open: the message was cut inside a value */
+                memcpy(out + o, "'(withheld)", 11);
+                o += 11;
+                break;
+            }
+            /* element names ('{ns}name'), types, and the name after "attribute " */
+            keep = p[1] == '{' || strncmp(p + 1, "xs:", 3) == 0 ||
+                   (p - msg >= 10 && strncmp(p - 10, "attribute ", 10) == 0);
             for (size_t k = 0; !keep && keep_words[k]; k++)
                 keep = strlen(keep_words[k]) == n && strncmp(p + 1, keep_words[k], n) == 0;
             if (keep) {
@@ -388,11 +396,75 @@ static void redact_values(char *msg, size_t size)
             p = end;
             continue;
         }
-    copy:
         out[o++] = *p;
     }
     out[o] = '\0';
     snprintf(msg, size, "%s", out);
+}
+
+/* Replaces every occurrence of `value` (and of it without surrounding white space) in
+ * `msg` with "(withheld)". */
+static void withhold(char *msg, size_t size, const char *value)
+{
+    char needle[400], out[400];
+    const char *v = value;
+    size_t n, o = 0;
+
+    while (isspace((unsigned char)*v))
+        v++;
+    snprintf(needle, sizeof(needle), "%s", v);
+    n = strlen(needle);
+    while (n > 0 && isspace((unsigned char)needle[n - 1]))
+        needle[--n] = '\0';
+    if (n == 0)
+        return;
+    for (const char *p = msg; *p && o + 12 < sizeof(out);) {
+        if (strncmp(p, needle, n) == 0) {
+            memcpy(out + o, "(withheld)", 10);
+            o += 10;
+            p += n;
+        } else {
+            out[o++] = *p++;
+        }
+    }
+    out[o] = '\0';
+    snprintf(msg, size, "%s", out);
+}
+
+/*
+ * The value a schema message is about, withheld by what it is rather than by guessing at
+ * quotes (a value may itself hold quotes or braces): the offending attribute's value, or
+ * the element's text when it has no child elements.
+ */
+static void withhold_node_value(char *msg, size_t size, xmlNodePtr node)
+{
+    const char *attr = strstr(msg, "attribute '");
+    xmlChar *value = NULL;
+
+    if (node == NULL || node->type != XML_ELEMENT_NODE)
+        return;
+    if (attr != NULL) {
+        char name[128];
+        const char *end = strchr(attr + 11, '\'');
+        size_t n = end ? (size_t)(end - attr - 11) : 0;
+        if (n == 0 || n >= sizeof(name))
+            return;
+        memcpy(name, attr + 11, n);
+        name[n] = '\0';
+        for (xmlAttrPtr a = node->properties; a != NULL && value == NULL; a = a->next) {
+            if (xmlStrEqual(a->name, BAD_CAST name))
+                value = xmlNodeGetContent((xmlNodePtr)a);
+        }
+    } else {
+        int leaf = 1;
+        for (xmlNodePtr c = node->children; c != NULL; c = c->next)
+            leaf = leaf && c->type != XML_ELEMENT_NODE;
+        if (leaf)
+            value = xmlNodeGetContent(node);
+    }
+    if (value != NULL)
+        withhold(msg, size, (const char *)value);
+    xmlFree(value);
 }
 
 static void schema_error(void *user, xmlErrorPtr xe)
@@ -407,6 +479,7 @@ static void schema_error(void *user, xmlErrorPtr xe)
     n = strlen(msg);
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
         msg[--n] = '\0';
+    withhold_node_value(msg, sizeof(msg), (xmlNodePtr)xe->node);
     redact_values(msg, sizeof(msg));
     spb_err_set(se->err, SPB_EINVALID, SPB_ISSUE_STRUCTURE, "not valid against the schema: %s",
                 msg);

@@ -85,4 +85,10 @@ const char *spb_code_name(int code);
 /* Process exit code for a failure class (documented in docs/cli.md). */
 int spb_exit_code(int code);
 
+/* Makes `s` valid UTF-8 in place: a sequence cut at the very end (by a bounded buffer) is
+ * dropped, any other invalid byte becomes '?'. Every message built from input goes through
+ * it, because JSON answers and log lines must be valid UTF-8 (jansson refuses anything else,
+ * and an OperationOutcome would lose its text). NULL-safe. */
+void spb_utf8_sanitize(char *s);
+
 #endif
