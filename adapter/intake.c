@@ -44,6 +44,34 @@ static json_t *outcome_with_id(const spb_err *err, const char *parked_id)
 }
 
 /*
+ * A document whose content is refused (bad XML, unmapped code, ...) is kept for replay with
+ * its reason, and the answer carries the parked input's id, but only when it really was
+ * kept: an empty body has nothing to keep (its refusal is audited instead), and a failed
+ * park gives no id that would lead nowhere.
+ */
+static void refuse_content(spb_runtime *rt, spb_store *store, const char *data, size_t len,
+                           const spb_intake_meta *meta, const spb_err *err, spb_intake_outcome *out)
+{
+    spb_err perr;
+    char parked[SPB_UUID_LEN + 1] = "";
+
+    spb_err_clear(&perr);
+    if (len == 0) {
+        spb_store_audit(store, meta->identity, meta->identity_ods, NULL, "refused", "empty",
+                        meta->channel, &perr);
+    } else if (spb_store_park(store, meta, data, len, err, parked, &perr) < 0) {
+        spb_log_err("park_failed", &perr);
+        parked[0] = '\0';
+    }
+    spb_log(SPB_LOG_WARN, "intake_refused", "identity", meta->identity, "channel", meta->channel,
+            "source", meta->source_name, "parked", parked, "code", spb_code_name(err->code),
+            "error", err->message, "fix", err->hint, (const char *)NULL);
+    atomic_fetch_add(&rt->metrics.refused, 1);
+    out->http_status = spb_http_status_for(err);
+    out->body = outcome_with_id(err, parked);
+}
+
+/*
  * An event that acts on an earlier referral (a cancellation) for another patient or another
  * practice, or one that names no referral spbridge holds, would change the wrong record on
  * the service's server: the whole document is refused (nothing stored, nothing sent),
@@ -71,8 +99,10 @@ static int refuse_bad_links(spb_runtime *rt, spb_store *store, const spb_transla
         return 1;
     }
     spb_err_where(&err, meta->source_name, tr->items[bad].source_line, 0, NULL);
-    if (spb_store_park(store, meta, data, len, &err, parked, &perr) < 0)
+    if (spb_store_park(store, meta, data, len, &err, parked, &perr) < 0) {
         spb_log_err("park_failed", &perr);
+        parked[0] = '\0';
+    }
     spb_store_audit(store, meta->identity, tr->items[bad].practice_ods, tr->items[bad].source_uuid,
                     "refused", rc == SPB_EAUTH ? "forbidden" : "wrong_link", err.message, &perr);
     spb_log(SPB_LOG_WARN, "intake_refused", "identity", meta->identity, "channel", meta->channel,
@@ -119,17 +149,7 @@ void spb_intake_document(spb_runtime *rt, spb_store *store, const char *data, si
     pthread_rwlock_unlock(&rt->lock);
 
     if (rc < 0) {
-        spb_err perr;
-        spb_err_clear(&perr);
-        /* kept for replay: every refusal of content is parked with its reason */
-        if (spb_store_park(store, meta, data, len, &err, parked, &perr) < 0)
-            spb_log_err("park_failed", &perr);
-        spb_log(SPB_LOG_WARN, "intake_refused", "identity", meta->identity, "channel",
-                meta->channel, "source", meta->source_name, "parked", parked, "code",
-                spb_code_name(err.code), "error", err.message, "fix", err.hint, (const char *)NULL);
-        atomic_fetch_add(&rt->metrics.refused, 1);
-        out->http_status = spb_http_status_for(&err);
-        out->body = outcome_with_id(&err, parked);
+        refuse_content(rt, store, data, len, meta, &err, out);
         return;
     }
     /* One document is stored whole or not at all; a batch this large is refused rather
@@ -222,8 +242,10 @@ void spb_intake_document(spb_runtime *rt, spb_store *store, const char *data, si
                          "if one is a referral, add its code to the triggers ConceptMap "
                          "(%s), then replay this parked input",
                          trigger_maps);
-            if (spb_store_park(store, meta, data, len, &nerr, parked, &err) < 0)
+            if (spb_store_park(store, meta, data, len, &nerr, parked, &err) < 0) {
                 spb_log_err("park_failed", &err);
+                parked[0] = '\0';
+            }
             spb_log(SPB_LOG_INFO, "no_events", "identity", meta->identity, "channel", meta->channel,
                     "source", meta->source_name, "parked", parked, "reason", nerr.message,
                     (const char *)NULL);

@@ -38,6 +38,9 @@ check "  naming the code and the ConceptMap" \
 check "  parked for replay (its id is in the answer)" jq -e '.id | length == 36' "$WORK/resp.json"
 sed 's/<nhsNumber>[0-9]*</<nhsNumber>9434765918</' "$WORK/r1.xml" >"$WORK/badnhs.xml"
 check "invalid NHS number: 422" [ "$(post "$WORK/badnhs.xml")" = 422 ]
+: >"$WORK/empty.xml"
+check "an empty body: 400" [ "$(post "$WORK/empty.xml")" = 400 ]
+check "  with no parked id (there is nothing to keep)" jq -e 'has("id") | not' "$WORK/resp.json"
 head -c 6000 /dev/zero | tr '\0' ' ' >"$WORK/big.xml"
 check "oversize body: 413" [ "$(post "$WORK/big.xml")" = 413 ]
 check "nothing was queued by any of these" [ "$(rows)" = 0 ]
@@ -46,6 +49,7 @@ sqlite3 "$WORK/var/spbridge.db" "SELECT step || ':' || result FROM audit" >"$WOR
 check "certificate refusals are audited" grep -q '^certificate_refused:refused' "$WORK/audit.txt"
 check "the cross-practice post is audited" grep -q '^refused:forbidden' "$WORK/audit.txt"
 check "the unmapped code is audited" grep -q '^refused:unmapped' "$WORK/audit.txt"
+check "the empty body is audited" grep -q '^refused:empty' "$WORK/audit.txt"
 check "a good referral is still accepted afterwards" [ "$(post "$WORK/r1.xml")" = 202 ]
 check "  and delivered" wait_until 15 sr_is "$(event_uuid 1)" 1
 
