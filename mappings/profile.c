@@ -86,6 +86,7 @@ typedef struct transform {
 typedef struct vmap_entry {
     char *key;
     char *value;
+    int line; /* where the entry is, for check messages about its value */
 } vmap_entry;
 
 typedef struct vmap {
@@ -93,6 +94,7 @@ typedef struct vmap {
     vmap_entry *entries;
     size_t n;
     char *fallback; /* the "*" entry: "{}" stands for the original value */
+    int fallback_line;
     int line;
 } vmap;
 
@@ -135,6 +137,8 @@ typedef struct load_state {
     char last_name[64];
     char unknown_section[64]; /* reported once, not once per key */
     char raw[256];            /* the current raw line, as read */
+    int dialect_line[5];      /* where each once-only [dialect] key was given */
+    char empty_ns_told[32];   /* a prefix with an empty URI, reported once */
     spb_diags *diags;
     spb_err *err;
     int errors;
@@ -357,16 +361,19 @@ static int add_map_entry(load_state *st, vmap *m, const char *key, const char *v
 
     if (strcmp(key, "*") == 0) {
         if (m->fallback != NULL) {
-            load_error(st, st->line, "map.%s has two '*' entries", m->name);
+            load_error(st, st->line, "map.%s has two '*' entries (first on line %d)", m->name,
+                       m->fallback_line);
             return 1;
         }
         m->fallback = strdup(value);
+        m->fallback_line = st->line;
         st->last_value = &m->fallback;
         return m->fallback != NULL;
     }
     for (size_t i = 0; i < m->n; i++) {
         if (strcmp(m->entries[i].key, key) == 0) {
-            load_error(st, st->line, "map.%s lists '%s' twice", m->name, key);
+            load_error(st, st->line, "map.%s lists '%s' twice (first on line %d)", m->name, key,
+                       m->entries[i].line);
             return 1;
         }
     }
@@ -376,6 +383,7 @@ static int add_map_entry(load_state *st, vmap *m, const char *key, const char *v
     m->entries = grown;
     grown[m->n].key = strdup(key);
     grown[m->n].value = strdup(value);
+    grown[m->n].line = st->line;
     if (grown[m->n].key == NULL || grown[m->n].value == NULL) {
         free(grown[m->n].key);
         free(grown[m->n].value);
@@ -384,6 +392,46 @@ static int add_map_entry(load_state *st, vmap *m, const char *key, const char *v
     st->last_value = &grown[m->n].value;
     m->n++;
     return 1;
+}
+
+/*
+ * Each [dialect] key may be given once: a second `events =` used to replace the first
+ * silently. `schema.ROOT` lines may repeat with distinct ROOTs, but none can follow a plain
+ * `schema`, which already applies to every document. 1 (reported) if `name` repeats.
+ */
+static int dialect_key_repeated(load_state *st, const char *name)
+{
+    static const char *const once[] = {"name", "title", "version", "accept", "events"};
+    const spb_profile *p = st->p;
+    const char *root;
+
+    for (size_t i = 0; i < sizeof(once) / sizeof(once[0]); i++) {
+        if (strcmp(name, once[i]) != 0)
+            continue;
+        if (st->dialect_line[i] == 0) {
+            st->dialect_line[i] = st->line;
+            return 0;
+        }
+        load_error(st, st->line,
+                   "[dialect] %s is given twice (first on line %d); a second value would "
+                   "replace the first, so keep one",
+                   name, st->dialect_line[i]);
+        return 1;
+    }
+    if (strcmp(name, "schema") != 0 && strncmp(name, "schema.", 7) != 0)
+        return 0;
+    root = name[6] == '.' ? name + 7 : "";
+    for (int i = 0; i < p->nschemas; i++) {
+        if (strcmp(p->schemas[i].root, root) == 0 || p->schemas[i].root[0] == '\0') {
+            load_error(st, st->line,
+                       "%s is never used: the %s on line %d already applies%s; give each ROOT "
+                       "one schema, and put schema.ROOT lines before a plain schema",
+                       name, p->schemas[i].root[0] ? "schema for that ROOT" : "plain schema",
+                       p->schemas[i].line, p->schemas[i].root[0] ? "" : " to every document");
+            return 1;
+        }
+    }
+    return 0;
 }
 
 static int handler(void *user, const char *section, const char *name, const char *value)
@@ -416,6 +464,8 @@ static int handler(void *user, const char *section, const char *name, const char
     snprintf(st->last_name, sizeof(st->last_name), "%s", name);
 
     if (strcmp(section, "dialect") == 0) {
+        if (dialect_key_repeated(st, name))
+            return 1;
         if (strcmp(name, "name") == 0) {
             if (!valid_name(value, 0) || strlen(value) >= sizeof(p->name))
                 load_error(st, st->line, "dialect name '%s' must be letters, digits, '_' or '-'",
@@ -429,6 +479,11 @@ static int handler(void *user, const char *section, const char *name, const char
         } else if (strcmp(name, "schema") == 0 || strncmp(name, "schema.", 7) == 0) {
             if (p->nschemas >= 8) {
                 load_error(st, st->line, "more than 8 schemas");
+                return 1;
+            }
+            if (value[0] == '\0' || strcmp(value, "$schema_dir/") == 0 ||
+                strcmp(value, "$conformance_dir/") == 0) {
+                load_error(st, st->line, "%s has no path", name);
                 return 1;
             }
             snprintf(p->schemas[p->nschemas].root, sizeof(p->schemas[0].root), "%s",
@@ -593,18 +648,52 @@ static int handler(void *user, const char *section, const char *name, const char
 
 typedef struct xpath_errs {
     char msg[200];
+    int offset; /* where in the expression a compile error is (1-based), 0 if unknown */
 } xpath_errs;
+
+/* libxml2 2.9 gives an XPath context's error callback a code, the expression and an
+ * offset, but no message (hence "invalid expression" for everything before); this says
+ * in words what the codes an engineer meets mean. */
+static const char *xpath_code_text(int code)
+{
+    static const struct {
+        int code;
+        const char *text;
+    } known[] = {
+        {XML_XPATH_UNDEF_VARIABLE_ERROR, "undefined variable"},
+        {XML_XPATH_UNDEF_PREFIX_ERROR, "undefined namespace prefix"},
+        {XML_XPATH_UNKNOWN_FUNC_ERROR, "unknown function"},
+        {XML_XPATH_INVALID_ARITY, "wrong number of arguments to a function"},
+        {XML_XPATH_INVALID_TYPE, "a value of the wrong type (nodes were expected)"},
+        {XML_XPATH_INVALID_PREDICATE_ERROR, "invalid predicate"},
+        {XML_XPATH_UNFINISHED_LITERAL_ERROR, "a string literal is not closed"},
+        {XML_XPATH_START_LITERAL_ERROR, "a string literal was expected"},
+        {XML_XPATH_VARIABLE_REF_ERROR, "a variable name was expected after $"},
+        {XML_XPATH_NUMBER_ERROR, "invalid number"},
+        {XML_XPATH_EXPR_ERROR, "invalid expression"},
+    };
+    for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++) {
+        if (known[i].code == code)
+            return known[i].text;
+    }
+    return NULL;
+}
 
 static void xpath_error(void *user, xmlErrorPtr xe)
 {
     xpath_errs *e = user;
+    const char *text;
     size_t n;
-    if (e->msg[0] != '\0' || xe == NULL || xe->message == NULL)
+    if (e->msg[0] != '\0' || xe == NULL)
         return;
-    snprintf(e->msg, sizeof(e->msg), "%s", xe->message);
+    text = xe->message != NULL ? xe->message : xpath_code_text(xe->code);
+    if (text == NULL)
+        return;
+    snprintf(e->msg, sizeof(e->msg), "%s", text);
     n = strlen(e->msg);
     while (n > 0 && (e->msg[n - 1] == '\n' || e->msg[n - 1] == ' '))
         e->msg[--n] = '\0';
+    e->offset = xe->str1 != NULL && xe->int1 >= 0 ? xe->int1 + 1 : 0;
 }
 
 static xmlXPathContextPtr new_context(const spb_profile *p, xmlDocPtr doc, xpath_errs *errs)
@@ -621,21 +710,118 @@ static xmlXPathContextPtr new_context(const spb_profile *p, xmlDocPtr doc, xpath
     return ctxt;
 }
 
-/* Compiles one expression and runs it once on a dummy document, which is how undeclared
- * namespace prefixes, variables and functions are caught at load time. */
+/* 1 if `name`, followed by '(', is neither a node test nor an operator but a function
+ * the context does not have. */
+static int unknown_function(xmlXPathContextPtr ctxt, const char *name)
+{
+    static const char *const not_functions[] = {"node", "text", "comment", "processing-instruction",
+                                                "and",  "or",   "div",     "mod"};
+    for (size_t i = 0; i < sizeof(not_functions) / sizeof(not_functions[0]); i++) {
+        if (strcmp(name, not_functions[i]) == 0)
+            return 0;
+    }
+    return xmlXPathFunctionLookup(ctxt, BAD_CAST name) == NULL;
+}
+
+/*
+ * The first namespace prefix (result 'p', or 'e' when bound to an empty URI), variable
+ * ('$') or function ('f') that `text` uses and `ctxt` does not know, copied to `name`; 0
+ * if none. libxml2 reports these only by an error code, without the name, and only when the
+ * step holding one is evaluated, which a trial run on an empty document may never reach (a
+ * predicate, the right side of `and`). So the expression is scanned as text: string
+ * literals are skipped, a name followed by a single ':' is a prefix (`child::` is an axis),
+ * a name after '$' is a variable, a name followed by '(' is a function.
+ */
+static int unknown_name(xmlXPathContextPtr ctxt, const char *text, char *name, size_t size)
+{
+    for (const char *p = text; *p != '\0';) {
+        const char *start, *end, *next;
+        int var = *p == '$';
+        if (*p == '\'' || *p == '"') {
+            const char *close = strchr(p + 1, *p);
+            p = close != NULL ? close + 1 : p + strlen(p);
+            continue;
+        }
+        if (!var && !isalpha((unsigned char)*p) && *p != '_') {
+            p++;
+            continue;
+        }
+        start = var ? p + 1 : p;
+        end = start;
+        while (*end != '\0' && (isalnum((unsigned char)*end) || strchr("_-.", *end) != NULL))
+            end++;
+        snprintf(name, size, "%.*s", (int)(end - start), start);
+        p = end > p ? end : p + 1;
+        for (next = end; *next == ' ' || *next == '\t'; next++)
+            ;
+        if (name[0] == '\0')
+            continue;
+        if (*end == ':' && end[1] != ':') {
+            const xmlChar *uri = xmlXPathNsLookup(ctxt, BAD_CAST name);
+            if (uri == NULL || uri[0] == '\0')
+                return uri == NULL ? 'p' : 'e'; /* "" would match nothing, silently */
+        } else if (var) {
+            xmlXPathObjectPtr v = xmlXPathVariableLookup(ctxt, BAD_CAST name);
+            if (v == NULL)
+                return '$';
+            xmlXPathFreeObject(v);
+        } else if (*next == '(' && unknown_function(ctxt, name)) {
+            return 'f';
+        }
+    }
+    return 0;
+}
+
+/* Compiles one expression, looks for prefixes and variables it cannot resolve, and runs it
+ * once on a dummy document, which is how unknown functions are caught at load time. */
 static void compile_expr(load_state *st, expr *e, const char *what, xmlXPathContextPtr ctxt,
                          xpath_errs *errs)
 {
     xmlXPathObjectPtr res;
+    char name[64], at[40] = "";
 
     if (e->text == NULL)
         return;
+    if (e->text[0] == '\0') {
+        load_error(st, e->line, "%s has no expression (nothing after '=')", what);
+        return;
+    }
     errs->msg[0] = '\0';
+    errs->offset = 0;
     e->comp = xmlXPathCtxtCompile(ctxt, BAD_CAST e->text);
     if (e->comp == NULL) {
-        load_error(st, e->line, "XPath for %s does not compile: %s", what,
-                   errs->msg[0] ? errs->msg : "invalid expression");
+        if (errs->offset > 0)
+            snprintf(at, sizeof(at), " (at character %d)", errs->offset);
+        load_error(st, e->line, "XPath for %s does not compile: %s%s", what,
+                   errs->msg[0] ? errs->msg : "invalid expression", at);
         return;
+    }
+    switch (unknown_name(ctxt, e->text, name, sizeof(name))) {
+    case 'p':
+        load_error(st, e->line,
+                   "XPath for %s: namespace prefix '%s' is not declared in [namespaces]", what,
+                   name);
+        return;
+    case 'e':
+        if (strcmp(st->empty_ns_told, name) == 0)
+            return; /* once is enough: every expression using it says the same */
+        snprintf(st->empty_ns_told, sizeof(st->empty_ns_told), "%s", name);
+        load_error(st, e->line,
+                   "XPath for %s: namespace prefix '%s' has an empty URI in [namespaces], so "
+                   "it would match nothing",
+                   what, name);
+        return;
+    case '$':
+        load_error(st, e->line,
+                   "XPath for %s: variable $%s is not defined above this line in [let]", what,
+                   name);
+        return;
+    case 'f':
+        load_error(st, e->line, "XPath for %s: unknown function %s() (XPath 1.0 functions only)",
+                   what, name);
+        return;
+    default:
+        break;
     }
     errs->msg[0] = '\0';
     ctxt->node = xmlDocGetRootElement(ctxt->doc);
@@ -644,6 +830,72 @@ static void compile_expr(load_state *st, expr *e, const char *what, xmlXPathCont
         load_error(st, e->line, "XPath for %s fails: %s", what,
                    errs->msg[0] ? errs->msg : "evaluation error");
     xmlXPathFreeObject(res);
+}
+
+/* A map value a URI field can take: a URI, or "" or "(omit)" (MAP_OMIT, defined with the
+ * evaluator below), which both leave the value out. */
+static int uri_map_value(const char *v)
+{
+    return spb_is_absolute_uri(v) || v[0] == '\0' || strcmp(v, "(omit)") == 0;
+}
+
+/* A map feeding a URI field (code systems) must produce URIs. Each bad value is reported
+ * once, at its own line, however many fields use the map. */
+static void check_uri_maps(load_state *st)
+{
+    const spb_profile *p = st->p;
+    int checked[MAX_MAPS] = {0};
+
+    for (int id = 0; id < SPB_F__COUNT; id++) {
+        for (int k = 0; spb_fields[id].value == SPB_FV_URI && k < p->transforms[id].n; k++) {
+            const tstep *ts = &p->transforms[id].steps[k];
+            const vmap *m;
+            if (ts->kind != T_MAP || ts->map < 0 || checked[ts->map]++)
+                continue;
+            m = &p->maps[ts->map];
+            for (size_t i = 0; i < m->n; i++) {
+                if (!uri_map_value(m->entries[i].value))
+                    load_error(st, m->entries[i].line,
+                               "map.%s gives '%s' for '%s', which is not a URI, but %s needs "
+                               "one (e.g. http://snomed.info/sct)",
+                               m->name, m->entries[i].value, m->entries[i].key,
+                               spb_fields[id].name);
+            }
+            if (m->fallback != NULL && !uri_map_value(m->fallback))
+                load_error(st, m->fallback_line,
+                           "map.%s's '*' fallback '%s' is not a URI, but %s needs one", m->name,
+                           m->fallback, spb_fields[id].name);
+        }
+    }
+}
+
+/* Transforms that could never run and maps nothing uses: both accepted silently before,
+ * and both usually mean a misspelt field or map name. */
+static void check_transforms_used(load_state *st)
+{
+    spb_profile *p = st->p;
+    int used[MAX_MAPS] = {0};
+
+    for (int id = 0; id < SPB_F__COUNT; id++) {
+        const transform *t = &p->transforms[id];
+        if (t->line == 0)
+            continue;
+        if (p->fields[id].n == 0)
+            load_error(st, t->line,
+                       "[transforms] %s has no expression in [fields], so the transform would "
+                       "never run",
+                       spb_fields[id].name);
+        for (int k = 0; k < t->n; k++) {
+            int m = t->steps[k].kind == T_MAP ? find_map(p, t->steps[k].arg) : -1;
+            if (m >= 0)
+                used[m] = 1;
+        }
+    }
+    for (int m = 0; m < p->nmaps; m++) {
+        if (!used[m])
+            spb_diag_add(st->diags, SPB_DIAG_WARNING, p->path, p->maps[m].line,
+                         "[map.%s] is not used by any transform", p->maps[m].name);
+    }
 }
 
 static void finish_load(load_state *st)
@@ -668,6 +920,7 @@ static void finish_load(load_state *st)
                 load_error(st, 1, "[fields] %s is required", spb_fields[required[i]].name);
         }
     }
+    check_transforms_used(st);
     for (int id = 0; id < SPB_F__COUNT; id++) {
         if (spb_fields[id].type == SPB_FT_MEMBER && p->fields[id].n > 0 &&
             p->fields[spb_fields[id].group].n == 0)
@@ -684,29 +937,7 @@ static void finish_load(load_state *st)
                            spb_fields[id].name, s->arg, s->arg);
         }
     }
-    /* a map feeding a URI field (code systems) must produce URIs */
-    for (int id = 0; id < SPB_F__COUNT; id++) {
-        if (spb_fields[id].value != SPB_FV_URI)
-            continue;
-        for (int k = 0; k < p->transforms[id].n; k++) {
-            const tstep *ts = &p->transforms[id].steps[k];
-            const vmap *m;
-            if (ts->kind != T_MAP || ts->map < 0)
-                continue;
-            m = &p->maps[ts->map];
-            for (size_t i = 0; i < m->n; i++) {
-                if (!spb_is_absolute_uri(m->entries[i].value))
-                    load_error(st, m->line,
-                               "map.%s gives '%s' for '%s', which is not a URI, but %s needs "
-                               "one (e.g. http://snomed.info/sct)",
-                               m->name, m->entries[i].value, m->entries[i].key,
-                               spb_fields[id].name);
-            }
-            if (m->fallback != NULL && !spb_is_absolute_uri(m->fallback))
-                load_error(st, m->line, "map.%s's '*' fallback '%s' is not a URI", m->name,
-                           m->fallback);
-        }
-    }
+    check_uri_maps(st);
     if (spb_fields[SPB_F_NEEDS].type == SPB_FT_GROUP && p->fields[SPB_F_NEEDS].n > 0 &&
         p->fields[SPB_F_NEEDS_CODE].n == 0)
         load_error(st, p->fields[SPB_F_NEEDS].e[0].line,
