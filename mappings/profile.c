@@ -38,7 +38,8 @@
 #define MAX_ALTS  8
 #define MAX_MAPS  24
 #define MAX_STEPS 4
-#define VALUE_MAX 4096 /* longest field value kept; longer text is an input error */
+#define VALUE_MAX 4096     /* longest field value kept; longer text is an input error */
+#define MAP_OMIT  "(omit)" /* a map value (or '*' fallback) meaning "leave the field out" */
 
 typedef struct expr {
     char *text;
@@ -536,6 +537,11 @@ static int handler(void *user, const char *section, const char *name, const char
             load_error(st, st->line, "'%s' is not a valid namespace prefix", name);
             return 1;
         }
+        if (value[0] == '\0') {
+            /* reported here, at the line to edit, not at the first expression using it */
+            load_error(st, st->line, "namespace prefix '%s' has an empty URI", name);
+            snprintf(st->empty_ns_told, sizeof(st->empty_ns_told), "%s", name);
+        }
         snprintf(p->ns[p->nns].prefix, sizeof(p->ns[0].prefix), "%s", name);
         snprintf(p->ns[p->nns].uri, sizeof(p->ns[0].uri), "%s", value);
         p->nns++;
@@ -832,11 +838,11 @@ static void compile_expr(load_state *st, expr *e, const char *what, xmlXPathCont
     xmlXPathFreeObject(res);
 }
 
-/* A map value a URI field can take: a URI, or "" or "(omit)" (MAP_OMIT, defined with the
- * evaluator below), which both leave the value out. */
+/* A map value a URI field can take: a URI, or "" or MAP_OMIT, which both leave the value
+ * out. */
 static int uri_map_value(const char *v)
 {
-    return spb_is_absolute_uri(v) || v[0] == '\0' || strcmp(v, "(omit)") == 0;
+    return spb_is_absolute_uri(v) || v[0] == '\0' || strcmp(v, MAP_OMIT) == 0;
 }
 
 /* A map feeding a URI field (code systems) must produce URIs. Each bad value is reported
@@ -1290,8 +1296,6 @@ static int value_error(eval *ev, xmlNodePtr where, int fallback_line, int code, 
     return code;
 }
 
-/* A map value (or its '*' fallback) that means "leave the field out". */
-#define MAP_OMIT          "(omit)"
 #define TRANSFORM_OMITTED 1
 
 /* A value no map entry knows, left out as the map's '*' fallback says: the event goes on

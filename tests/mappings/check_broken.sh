@@ -72,7 +72,7 @@ case_ "map fallback that is not a URI, at its own line" "dialects/gp2gp.ini:$(li
   sed -i 's#^\* = urn:oid:{}#* = oid#' dialects/gp2gp.ini
 case_ "map key given twice" "dialects/gp2gp.ini:$(after "$GP2GP" '^2.16.840.1.113883.2.1.6.2 = '): error: map.codesystem lists '2.16.840.1.113883.2.1.6.2' twice (first on line $(line_of "$GP2GP" '^2.16.840.1.113883.2.1.6.2 = '))" \
   sed -i '/^2.16.840.1.113883.2.1.6.2 = /a 2.16.840.1.113883.2.1.6.2 = http://read.info/ctv3' dialects/gp2gp.ini
-case_ "namespace prefix bound to an empty URI" "dialects/native.ini:$(line_of "$NATIVE" '^accept = '): error: XPath for accept: namespace prefix 'n' has an empty URI in [namespaces]" \
+case_ "namespace prefix bound to an empty URI" "dialects/native.ini:$(line_of "$NATIVE" '^n = urn:spbridge:native:1'): error: namespace prefix 'n' has an empty URI" \
   sed -i 's#^n = urn:spbridge:native:1$#n =#' dialects/native.ini
 case_ "transform for a field with no expression" "dialects/native.ini:$(after "$NATIVE" '^event.id = uuid'): error: [transforms] recipient.ods has no expression in [fields]" \
   sed -i '/^event.id = uuid/a recipient.ods = upper' dialects/native.ini
